@@ -1,0 +1,3 @@
+from cellbox.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""The child interpreter's entry point: one session, one namespace, one event loop.
+
+Theory of operation: the supervisor starts this process with fd 0 on /dev/null, fds 1 and 2 on
+pipes it reads, and the private channel (a socket) on fd 3. The child moves the channel to a
+high, non-inheritable descriptor (so user code that prints, closes fds 0-2, forks or ``dup2``s
+onto low fds cannot corrupt it), reads ``Configure``, applies cwd and limits, answers ``Hello``
+and then runs the session's asyncio loop forever on the main thread. Cells arrive as ``Exec``
+and are handed to the executor; ``Done`` goes back when a cell ends.
+
+Invariants: only the main thread touches the channel; messages are written whole (one
+``write`` loop per frame); the loop is restarted if a ``KeyboardInterrupt`` escapes it; end of
+the channel (the supervisor is gone) ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from cellbox.protocol import channel as ch
+
+CHANNEL_FD = 3
+_HIGH_FD = 200
+
+
+class Channel:
+    """The child's end of the private channel."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.reader = ch.ChannelReader(to_child=True)
+        self.pending: list[object] = []
+
+    def send(self, msg: ch.Msg) -> None:
+        data = memoryview(ch.encode(msg))
+        while data:
+            try:
+                n = os.write(self.fd, data)
+            except InterruptedError:
+                continue
+            data = data[n:]
+
+    def read_available(self) -> list[object]:
+        """Read once (the fd is readable) and return whole messages; ``[None]`` at EOF."""
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return []
+        if not data:
+            return [None]
+        return self.reader.feed(data)
+
+    def wait_for(self, kind: type) -> object | None:
+        """Block until a message of ``kind`` arrives (others are kept for the loop)."""
+        while True:
+            for i, msg in enumerate(self.pending):
+                if isinstance(msg, kind):
+                    return self.pending.pop(i)
+            data = os.read(self.fd, 1 << 16)
+            if not data:
+                return None
+            self.pending.extend(self.reader.feed(data))
+
+
+def _setup_process() -> Channel:
+    ppid = int(os.environ.pop("CELLBOX_PARENT", "0") or 0)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if ppid and os.getppid() != ppid:
+            os._exit(70)  # the supervisor died before we could watch it
+    fd = os.dup2(CHANNEL_FD, _HIGH_FD, inheritable=False) if _fd_free(_HIGH_FD) else os.dup(CHANNEL_FD)
+    os.close(CHANNEL_FD)
+    os.set_blocking(fd, True)
+    return Channel(fd)
+
+
+def _fd_free(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def _configure(chan: Channel, cfg: ch.Configure) -> str | None:
+    """Apply the session's options; return an error text if the child cannot serve."""
+    try:
+        if cfg.cwd:
+            os.chdir(cfg.cwd)
+        if cfg.limits is not None:
+            from cellbox.child import limits
+
+            limits.apply(cfg.limits)
+    except Exception as exc:  # reported to the supervisor as a start failure
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def main() -> None:
+    chan = _setup_process()
+    cfg = chan.wait_for(ch.Configure)
+    if cfg is None:
+        os._exit(0)
+    assert isinstance(cfg, ch.Configure)
+    python = ".".join(map(str, sys.version_info[:3]))
+    error = _configure(chan, cfg)
+    if error:
+        chan.send(ch.Hello(pid=os.getpid(), python=python, error=error))
+        os._exit(1)
+    Host(chan, cfg).run(python)
+
+
+class Host:
+    """Runs the session loop and routes channel messages to the executor."""
+
+    def __init__(self, chan: Channel, cfg: ch.Configure) -> None:
+        import asyncio
+
+        from cellbox.child.executor import Executor
+
+        self.chan = chan
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.cell_id: int | None = None
+        self.queue: list[ch.Exec] = []
+        self.early_interrupt = False
+        import types
+
+        # The namespace is a real __main__ module, so pickle and multiprocessing find classes
+        # and functions defined in cells (IPython does the same).
+        main_module = types.ModuleType("__main__")
+        sys.modules["__main__"] = main_module
+        limits = cfg.limits
+        self.executor = Executor(
+            main_module.__dict__,
+            emit_stream=self._emit_stream,
+            emit_display=self._emit_display,
+            request_input=self._request_input,
+            detection=cfg.detection,
+            ast_cache_size=cfg.ast_cache_size,
+            memory_limited=bool(limits and limits.memory_mb),
+        )
+
+    # -- sinks -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _emit_stream(name: str, text: str) -> None:
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
+        fd = 1 if name == "stdout" else 2
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # the user closed or redirected the fd; output is lost, the cell is not
+
+    def _emit_display(self, display) -> None:
+        self.chan.send(ch.DisplayEvent(id=self.cell_id, display=display))
+
+    def _request_input(self, prompt: str, password: bool) -> str:
+        self.chan.send(ch.InputRequest(id=self.cell_id or 0, prompt=prompt, password=password))
+        reply = self.chan.wait_for(ch.InputReply)
+        if reply is None or reply.text is None:  # type: ignore[union-attr]
+            raise EOFError("no input")
+        return reply.text  # type: ignore[union-attr]
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def run(self, python: str) -> None:
+        ex = self.executor
+        ex.install()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        self.loop.add_reader(self.chan.fd, self._on_readable)
+        self.chan.send(ch.Hello(pid=os.getpid(), python=python))
+        while True:
+            try:
+                self.loop.run_forever()
+                break
+            except BaseException as exc:  # escaped a task step: the executor decides
+                ex.handle_escaped(exc)
+        os._exit(0)
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.executor.running:
+            self.executor.interrupt("interrupt", frame)
+        elif self.cell_id is not None or self.queue or self.chan.pending or _readable(self.chan.fd):
+            # The supervisor interrupted a cell we have not started yet (its Exec is unread or
+            # being set up): stop it as soon as it starts.
+            self.early_interrupt = True
+        # else: a late signal for a cell that already finished; nothing to stop
+
+    def _on_readable(self) -> None:
+        msgs = self.chan.pending + self.chan.read_available()
+        self.chan.pending = []
+        for msg in msgs:
+            if msg is None:
+                self.loop.stop()
+                return
+            self._handle(msg)
+
+    def _handle(self, msg: object) -> None:
+        if isinstance(msg, ch.Exec):
+            self.queue.append(msg)
+            if self.cell_id is None:
+                self._next()
+        elif isinstance(msg, ch.Complete | ch.Inspect):
+            self.chan.send(self._editor(msg))
+        # a stray InputReply (its cell was interrupted) is dropped
+
+    def _editor(self, msg: ch.Complete | ch.Inspect) -> ch.Msg:
+        try:
+            from cellbox.child import editor
+        except ImportError:
+            editor = None  # type: ignore[assignment]
+        if isinstance(msg, ch.Complete):
+            if editor is None:
+                return ch.CompleteReply(id=msg.id, matches=[], cursor_start=msg.cursor, cursor_end=msg.cursor)
+            return editor.complete(self.executor.namespace, msg)
+        if editor is None:
+            return ch.InspectReply(id=msg.id, found=False)
+        return editor.inspect(self.executor.namespace, msg)
+
+    def _next(self) -> None:
+        while self.queue and self.cell_id is None:
+            msg = self.queue.pop(0)
+            self.cell_id = msg.id
+            if self.early_interrupt:
+                self.early_interrupt = False
+                self._done(_interrupted_before_start(msg))
+                continue
+            self.executor.start(
+                msg.code,
+                cell_id=msg.id,
+                execution_count=msg.execution_count,
+                silent=msg.silent,
+                allow_stdin=msg.allow_stdin,
+                timeout=msg.timeout,
+                repr_limit=msg.repr_limit,
+                on_done=self._done,
+            )
+
+    def _done(self, done: ch.Done) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.chan.send(done)
+        self.cell_id = None
+        if self.queue:
+            self.loop.call_soon(self._next)
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _interrupted_before_start(msg: ch.Exec) -> ch.Done:
+    from cellbox.protocol.messages import ErrorInfo
+
+    return ch.Done(
+        id=msg.id,
+        execution_count=msg.execution_count,
+        error=ErrorInfo(
+            type="KeyboardInterrupt",
+            message="interrupted before the cell started",
+            traceback="KeyboardInterrupt: interrupted before the cell started\n",
+        ),
+        stopped="interrupt",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""``cellbox serve | console | schema`` (also ``python -m cellbox``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _env_int(name: str) -> int | None:
+    for key in (name, "ASYNC_EXECUTOR_AST_CACHE_SIZE"):
+        value = os.environ.get(key)
+        if value is not None and value.strip():
+            try:
+                return int(value)
+            except ValueError:
+                raise SystemExit(f"cellbox: {key} must be an integer, got {value!r}") from None
+    return None
+
+
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _pos_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cellbox", description="Run Python cells for other programs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="JSON-RPC server on stdio (NDJSON or Content-Length)")
+    serve.add_argument("--framing", choices=["ndjson", "lsp"], default=None, help="default: detect")
+    serve.add_argument("--max-sessions", type=_pos_int, default=512)
+    serve.add_argument("--timeout", type=_nonneg_float, default=600.0, help="default eval timeout, s (0: none)")
+    serve.add_argument("--kill-grace", type=_nonneg_float, default=2.0, help="s between interrupt and kill")
+    serve.add_argument("--memory-mb", type=_pos_int, default=None, help="address-space limit per child")
+    serve.add_argument("--cpu-seconds", type=_pos_int, default=None, help="CPU time per child")
+    serve.add_argument("--output-bytes", type=_pos_int, default=1 << 20, help="output cap per eval and stream")
+    serve.add_argument("--ast-cache-size", type=int, default=None, help="parsed-cell LRU size (0 disables)")
+    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+    console = sub.add_parser("console", help="interactive terminal REPL through the server")
+    console.add_argument("--timeout", type=_nonneg_float, default=0.0, help="per-cell timeout, s (0: none)")
+
+    sub.add_parser("schema", help="print the JSON Schema of every method")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "schema":
+        from cellbox.protocol.schema import schema
+
+        print(json.dumps(schema(), indent=2))
+        return 0
+    if args.command == "console":
+        from cellbox.console import run_console
+
+        return run_console(timeout=args.timeout or None)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from cellbox.supervisor.process import become_subreaper, start_sentinel
+    from cellbox.supervisor.server import ServeOptions, Server
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s cellbox %(levelname)s %(message)s",
+    )
+    cache = args.ast_cache_size if args.ast_cache_size is not None else _env_int("CELLBOX_AST_CACHE_SIZE")
+    options = ServeOptions(
+        framing=args.framing,
+        max_sessions=args.max_sessions,
+        timeout=args.timeout,
+        kill_grace=args.kill_grace,
+        memory_mb=args.memory_mb,
+        cpu_seconds=args.cpu_seconds,
+        output_bytes=args.output_bytes,
+        ast_cache_size=cache,
+    )
+    become_subreaper()
+    start_sentinel()
+    # Nothing but protocol bytes may reach stdout: keep the real fd for the server and point
+    # Python's sys.stdout at stderr, so a stray print in the server cannot corrupt the stream.
+    out_fd = os.dup(1)
+    sys.stdout = sys.stderr
+    return anyio.run(Server(options).serve, 0, out_fd)

@@ -1,0 +1,371 @@
+"""One child interpreter as the supervisor sees it: a pid, a channel, two output pipes.
+
+Theory of operation: ``Interpreter.start`` spawns the child with ``posix_spawn`` from the main
+thread (so ``PR_SET_PDEATHSIG`` in the child watches a thread that lives as long as the
+supervisor), writes ``Configure`` and waits, under a deadline, for ``Hello``. Three reader tasks
+run in the interpreter's own cancel scope: the channel (editor replies resolve their waiters,
+other messages go to the listener) and the stdout/stderr pipes. The ``Reaper`` is the only
+caller of ``waitpid``; it reports the exit status.
+
+Invariants: every event reaches the ``Listener`` (the session) on the loop thread: messages,
+output bytes, end of channel, exit status. ``dispose`` cancels the reader tasks; descriptors are
+closed only after those tasks have ended, and ``drain`` never reads after ``dispose``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from cellbox.protocol import channel as ch
+from cellbox.protocol.errors import SessionStartFailed
+from cellbox.supervisor import process
+
+log = logging.getLogger("cellbox.supervisor")
+
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT = (
+    "import sys\n"
+    f"p = {_PKG_PARENT!r}\n"
+    "sys.argv = ['']\n"
+    "if p not in sys.path: sys.path.append(p)\n"
+    "del p\n"
+    "from cellbox.child.main import main\n"
+    "main()\n"
+)
+_SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
+START_TIMEOUT = 30.0
+
+
+class Reaper:
+    """Reaps every child of the supervisor and reports the exit of the ones it watches."""
+
+    def __init__(self) -> None:
+        self._watched: dict[int, Callable[[int, Any], None]] = {}
+
+    def watch(self, pid: int, on_exit: Callable[[int, Any], None]) -> None:
+        self._watched[pid] = on_exit
+        self.reap()  # it may have died already
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, rusage = os.wait3(os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            callback = self._watched.pop(pid, None)
+            if callback is not None:
+                callback(status, rusage)
+
+    async def run(self) -> None:
+        """Reap on every SIGCHLD, and once a second in case a signal was coalesced away."""
+        with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+            async def poll() -> None:
+                while True:
+                    await anyio.sleep(1.0)
+                    self.reap()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll)
+                async for _ in signals:
+                    self.reap()
+
+
+class Listener(Protocol):
+    """What an interpreter reports to its owner (all called on the event loop thread)."""
+
+    def on_message(self, msg: Any) -> None: ...
+    def on_output(self, stream: str, data: bytes) -> None: ...
+    def on_eof(self) -> None: ...
+    def on_exit(self, status: int) -> None: ...
+
+
+class _Starting:
+    """The listener while the child starts: waits for ``Hello``, keeps stderr for the error."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.hello: ch.Hello | None = None
+        self.stderr: list[bytes] = []
+
+    def on_message(self, msg: Any) -> None:
+        if isinstance(msg, ch.Hello):
+            self.hello = msg
+            self.event.set()
+
+    def on_output(self, stream: str, data: bytes) -> None:
+        if len(self.stderr) < 64:
+            self.stderr.append(data)
+
+    def on_eof(self) -> None:
+        self.event.set()
+
+    def on_exit(self, status: int) -> None:
+        self.event.set()
+
+
+class Interpreter:
+    def __init__(self, session: str, pid: int, chan: socket.socket, out_fd: int, err_fd: int) -> None:
+        self.session = session
+        self.pid = pid
+        self.python = ""
+        self.status: int | None = None
+        self.exited = anyio.Event()
+        self.killed_by: str | None = None
+        self.channel_eof = False
+        self.rusage: Any = None
+        self._chan = chan
+        self._fds = {"stdout": out_fd, "stderr": err_fd}
+        self._reader = ch.ChannelReader(to_child=False)
+        self.listener: Listener = _Starting()
+        self._scope = anyio.CancelScope()
+        self._editor_waiters: dict[int, Callable[[Any], None]] = {}
+        self._disposed = False
+
+    # -- start -----------------------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        tg: TaskGroup,
+        reaper: Reaper,
+        configure: ch.Configure,
+        env: dict[str, str] | None,
+        listener: Listener,
+        timeout: float = START_TIMEOUT,
+    ) -> Interpreter:
+        """Spawn a child, configure it and wait for its ``Hello``; then events go to ``listener``.
+
+        Raises ``SessionStartFailed`` (with the child's stderr or its error in ``data``) if the
+        child cannot be spawned, exits, or does not answer within ``timeout`` seconds.
+        """
+        sup_sock, child_sock = socket.socketpair()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env[process.MARKER] = configure.session
+        full_env["CELLBOX_PARENT"] = str(os.getpid())
+        if configure.limits and configure.limits.memory_mb:
+            full_env.setdefault("MALLOC_ARENA_MAX", "2")
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+            (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+        ]
+        try:
+            pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-c", _BOOT],
+                full_env,
+                file_actions=actions,
+                setpgroup=0,
+                setsigdef=_SIGDEF,
+            )
+        except OSError as exc:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            sup_sock.close()
+            raise SessionStartFailed(data=f"spawn failed: {exc}") from None
+        finally:
+            for fd in (out_w, err_w):
+                os.close(fd)
+            child_sock.close()
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+        sup_sock.setblocking(False)
+        self = cls(configure.session, pid, sup_sock, out_r, err_r)
+        starting = _Starting()
+        self.listener = starting
+        reaper.watch(pid, self._exited)
+        tg.start_soon(self._run)
+        try:
+            await self.send(configure)
+            with anyio.fail_after(timeout):
+                await starting.event.wait()
+            hello = starting.hello
+            if hello is None:
+                with anyio.move_on_after(2):
+                    await self.exited.wait()
+                self.drain()
+                why = process.exit_cause(self.status) if self.status is not None else "closed its channel"
+                text = b"".join(starting.stderr).decode("utf-8", "replace").strip()
+                raise SessionStartFailed(data=f"child {why}: {text[-2000:]}")
+            if hello.error:
+                raise SessionStartFailed(data=hello.error)
+            self.python = hello.python
+        except BaseException as exc:
+            self.kill("start")
+            with anyio.CancelScope(shield=True):
+                await self.wait_dispose()
+            if isinstance(exc, TimeoutError):
+                raise SessionStartFailed(data=f"child did not start within {timeout} s") from None
+            raise
+        self.listener = listener
+        return self
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_channel)
+                    for stream in ("stdout", "stderr"):
+                        tg.start_soon(self._read_pipe, stream)
+        finally:
+            # Only now, with no task waiting on them, may the descriptors be closed.
+            for fd in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._chan.close()
+
+    async def _read_channel(self) -> None:
+        while True:
+            await anyio.wait_readable(self._chan)
+            try:
+                data = self._chan.recv(1 << 18)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.channel_eof = True
+                self.listener.on_eof()
+                return
+            try:
+                msgs = self._reader.feed(data)
+            except ch.ChannelError as exc:
+                log.error("child %d: corrupt channel (%s); killing it", self.pid, exc)
+                self.kill("corrupt channel")
+                self.channel_eof = True
+                self.listener.on_eof()
+                return
+            for msg in msgs:
+                waiter = None
+                if isinstance(msg, ch.CompleteReply | ch.InspectReply):
+                    waiter = self._editor_waiters.pop(msg.id, None)
+                if waiter is not None:
+                    waiter(msg)
+                else:
+                    self.listener.on_message(msg)
+
+    async def _read_pipe(self, stream: str) -> None:
+        fd = self._fds[stream]
+        while True:
+            await anyio.wait_readable(fd)
+            if not self._read_once(stream, fd):
+                return
+
+    def _read_once(self, stream: str, fd: int) -> bool:
+        """Read what is there; False at end of file."""
+        try:
+            data = os.read(fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.listener.on_output(stream, data)
+        return True
+
+    def drain(self) -> None:
+        """Deliver everything already in the output pipes (call before reporting a result)."""
+        if self._disposed:
+            return
+        for stream, fd in self._fds.items():
+            for _ in range(1024):  # bounded: a child writing fast must not starve the loop
+                try:
+                    data = os.read(fd, 1 << 16)
+                except (BlockingIOError, InterruptedError, OSError):
+                    break
+                if not data:
+                    break
+                self.listener.on_output(stream, data)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def send(self, msg: ch.Msg) -> None:
+        data = memoryview(ch.encode(msg))
+        while data:
+            try:
+                n = self._chan.send(data)
+            except (BlockingIOError, InterruptedError):
+                await anyio.wait_writable(self._chan)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
+                    return  # the child is gone; its exit is reported through events
+                raise
+            data = data[n:]
+
+    def expect_editor_reply(self, msg_id: int, callback: Callable[[Any], None]) -> None:
+        self._editor_waiters[msg_id] = callback
+
+    # -- signals and exit ------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.pid, sig)
+            except OSError:
+                pass
+
+    def kill(self, reason: str) -> None:
+        """Kill the child, its process group and all its descendants; ``reason`` is reported."""
+        if self.killed_by is None:
+            self.killed_by = reason
+        roots = [self.pid] if self.status is None else []
+        process.kill_tree(roots + process.orphans(self.session, roots))
+
+    def _exited(self, status: int, rusage: Any) -> None:
+        self.rusage = rusage
+        self.status = status
+        self.exited.set()
+        self.listener.on_exit(status)
+
+    async def wait_dispose(self) -> None:
+        """Wait for the exit, deliver the remaining output, then release every resource."""
+        await self.exited.wait()
+        self.drain()
+        self.dispose()
+
+    def dispose(self) -> None:
+        if self._disposed:
+            return
+        self._disposed = True
+        self._scope.cancel()
+        for waiter in self._editor_waiters.values():
+            waiter(None)
+        self._editor_waiters.clear()
+
+    def cpu_used(self) -> float:
+        """CPU seconds the child used (known once it has been reaped)."""
+        r = self.rusage
+        return (r.ru_utime + r.ru_stime) if r is not None else 0.0
+
+    def rss(self) -> int | None:
+        return process.rss_bytes(self.pid if self.status is None else None)
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,202 @@
+"""The MCP face: ``tools/list`` and ``tools/call`` for ``python``, ``python_reset``, ``python_sessions``.
+
+Sessions are addressed by name (created on first use). A ``python`` call is an ordinary eval
+on the session's queue; its text content is what a person (or a model) reads: printed output,
+then the value, then the traceback, then a status line when the outcome was not ``ok``. With
+``_meta.progressToken`` the server sends ``notifications/progress`` for output chunks and a
+heartbeat every few seconds, so client-side request timeouts do not fire on long runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from cellbox.protocol import errors
+from cellbox.protocol import messages as m
+
+if TYPE_CHECKING:
+    from cellbox.supervisor.server import Server
+    from cellbox.supervisor.session import Session
+
+HEARTBEAT = 5.0
+
+
+def _schema(tp: Any) -> dict[str, Any]:
+    """An object schema with its definitions inlined under ``$defs`` (MCP wants ``type: object``)."""
+    (ref,), defs = msgspec.json.schema_components([tp], ref_template="#/$defs/{name}")
+    name = ref["$ref"].rsplit("/", 1)[1]
+    out = dict(defs.pop(name))
+    if defs:
+        out["$defs"] = defs
+    return out
+
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "python",
+        "title": "Run Python",
+        "description": (
+            "Run Python code in a persistent session and return its printed output, the value of "
+            "the last expression and any traceback. Variables, imports and functions persist "
+            "between calls in the same session; top-level `await` works. Use `timeout` (seconds) "
+            "for long work; the result says whether the variables survived a timeout."
+        ),
+        "inputSchema": _schema(m.PythonToolArgs),
+        "outputSchema": _schema(m.EvalResult),
+    },
+    {
+        "name": "python_reset",
+        "title": "Reset a Python session",
+        "description": "Start the named session afresh: an empty namespace.",
+        "inputSchema": _schema(m.SessionToolArgs),
+    },
+    {
+        "name": "python_sessions",
+        "title": "List Python sessions",
+        "description": "The sessions, their state and how many cells each has run.",
+        "inputSchema": {"type": "object", "properties": {}},
+        "outputSchema": _schema(m.SessionListResult),
+    },
+]
+
+_decoders = {
+    "python": msgspec.convert,
+}
+
+
+def render_text(result: m.EvalResult) -> str:
+    """The eval result as a person reads it: output, value, traceback, status."""
+    parts: list[str] = []
+    if result.stdout:
+        parts.append(result.stdout.rstrip("\n"))
+    if result.stderr:
+        parts.append(result.stderr.rstrip("\n"))
+    if result.value is not None:
+        parts.append(result.value.repr)
+    if result.error is not None:
+        parts.append(result.error.traceback.rstrip("\n") or f"{result.error.type}: {result.error.message}")
+    if result.status != "ok":
+        parts.append(_status_line(result))
+    return "\n".join(parts) if parts else "(no output)"
+
+
+def _status_line(result: m.EvalResult) -> str:
+    if result.status == "killed":
+        return (
+            f"[cellbox: the session's interpreter was killed ({result.cause}); it has been replaced, "
+            "so all variables and imports are gone]"
+        )
+    if result.status == "timeout":
+        return "[cellbox: the code hit its timeout and was stopped; variables are kept]"
+    if result.status == "interrupted":
+        return "[cellbox: the code was interrupted; variables are kept]"
+    return "[cellbox: the code raised an exception; variables are kept]"
+
+
+class McpFace:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def tools_list(self, params: Any, req: Any) -> dict[str, Any]:
+        return {"tools": TOOLS}
+
+    async def tools_call(self, params: m.ToolCallParams, req: Any) -> dict[str, Any]:
+        args = params.arguments or {}
+        if params.name == "python":
+            a = _convert(args, m.PythonToolArgs)
+            return await self._python(a, params.meta, req)
+        if params.name == "python_reset":
+            a = _convert(args, m.SessionToolArgs)
+            session = await self._session(a.session)
+            await session.restart()
+            return {"content": [_text(f"session {a.session!r} reset: empty namespace")], "isError": False}
+        if params.name == "python_sessions":
+            _convert(args, m.EmptyParams)
+            listing = m.SessionListResult(sessions=[s.info() for s in self._open()])
+            lines = [
+                f"{i.name or i.session}: {i.state}, {i.execution_count} cells, pid {i.pid}" for i in listing.sessions
+            ]
+            return {
+                "content": [_text("\n".join(lines) or "no sessions")],
+                "structuredContent": msgspec.to_builtins(listing),
+                "isError": False,
+            }
+        raise errors.InvalidParams(data=f"unknown tool {params.name!r}")
+
+    def _open(self) -> list[Session]:
+        return [s for s in self.server.sessions.values() if not s.closed]
+
+    async def _session(self, name: str) -> Session:
+        for s in self._open():
+            if s.name == name:
+                return s
+        return await self.server.create_session(m.SessionCreateParams(name=name))
+
+    async def _python(self, a: m.PythonToolArgs, meta: dict[str, Any] | None, req: Any) -> dict[str, Any]:
+        session = await self._session(a.session)
+        token = (meta or {}).get("progressToken")
+        progress = _Progress(self.server, token) if token is not None else None
+        params = m.EvalParams(session=session.id, code=a.code, timeout=a.timeout)
+        pe = self.server.submit_eval(
+            session, ("mcp", req.id), req.id, params, progress.output if progress else None
+        )
+        try:
+            if progress is None:
+                await pe.finished.wait()
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(progress.heartbeat, pe)
+                    await pe.finished.wait()
+                    tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            session.interrupt(pe)  # cancelling the call really stops the code
+            raise
+        result = pe.result
+        assert result is not None
+        content: list[dict[str, Any]] = [_text(render_text(result))]
+        for display in result.displays or []:
+            for mime in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+                if mime in display.data:
+                    content.append({"type": "image", "data": display.data[mime], "mimeType": mime})
+                    break
+        return {
+            "content": content,
+            "structuredContent": msgspec.to_builtins(result),
+            "isError": result.status != "ok",
+        }
+
+
+class _Progress:
+    def __init__(self, server: Server, token: Any) -> None:
+        self.server = server
+        self.token = token
+        self.count = 0
+
+    def send(self, message: str) -> None:
+        self.count += 1
+        self.server.notify(
+            "notifications/progress",
+            {"progressToken": self.token, "progress": self.count, "message": message},
+        )
+
+    def output(self, stream: str, text: str) -> None:
+        self.send(text)
+
+    async def heartbeat(self, pe: Any) -> None:
+        while True:
+            await anyio.sleep(HEARTBEAT)
+            self.send("running")
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _convert(args: dict[str, Any], tp: type) -> Any:
+    try:
+        return msgspec.convert(args, tp)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidParams(data=str(exc)) from None

@@ -1,0 +1,192 @@
+"""Child processes: spawning, killing whole trees, reaping, and naming why a child died.
+
+Invariants:
+- Every child runs in its own process group and has ``PR_SET_PDEATHSIG`` set (by itself, at
+  start, against the supervisor's main thread, which spawned it).
+- The supervisor is a subreaper: descendants that lose their parent (a double fork, a child
+  that died) reparent here, where the ``Reaper`` reaps them. They carry the session's marker in
+  their environment (``CELLBOX_SESSION``) and are found by ``orphans``; live descendants are
+  found by walking the child's tree.
+- A sentinel process (``start_sentinel``) kills whatever carries the server's marker once the
+  supervisor is gone, however it died.
+- Only the ``Reaper`` calls ``waitpid``; a pid is never signalled after it was reaped (a zombie
+  keeps its pid, so signalling before reaping is safe).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable
+
+log = logging.getLogger("cellbox.supervisor")
+
+PR_SET_CHILD_SUBREAPER = 36
+MARKER = "CELLBOX_SESSION"
+SERVER_MARKER = "CELLBOX_SERVER"
+
+_libc: ctypes.CDLL | None = None
+
+
+def _prctl(option: int, arg: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(option, arg, 0, 0, 0)
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants of this process reparent to it instead of init."""
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def start_sentinel() -> None:
+    """Fork a process that outlives this one to kill whatever it leaves behind.
+
+    ``PR_SET_PDEATHSIG`` kills a child when the supervisor dies, even by SIGKILL, but not the
+    child's own descendants. The sentinel holds the read end of a pipe whose write end only the
+    supervisor keeps; when the supervisor dies, the read returns end-of-file and the sentinel
+    kills every process whose environment carries this server's marker. Call it once, early,
+    while the process is single-threaded. It also sets the marker in ``os.environ``.
+    """
+    marker = f"{os.getpid()}-{os.urandom(6).hex()}"
+    os.environ[SERVER_MARKER] = marker
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        os.set_inheritable(w, False)
+        return
+    try:
+        os.close(w)
+        os.setsid()
+        for fd in (0, 1):
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            try:
+                if not os.read(r, 1):
+                    break
+            except InterruptedError:
+                continue
+        needle = f"{SERVER_MARKER}={marker}".encode()
+        for _ in range(5):
+            found = [p for p in _all_pids() if p != os.getpid() and _has_marker(p, needle)]
+            if not found:
+                break
+            for p in found:
+                _signal(p, signal.SIGSTOP)
+            for p in found:
+                _signal(p, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _all_pids() -> list[int]:
+    return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+
+def exit_cause(status: int) -> str:
+    """Name an exit status the way PROTOCOL.md's ``cause`` does: ``exit 3``, ``signal SIGSEGV``."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"{sig}"
+        return f"signal {name}"
+    if os.WIFEXITED(status):
+        return f"exit {os.WEXITSTATUS(status)}"
+    return f"status {status}"
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (not ``pid`` itself), parents before children."""
+    seen: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in _children(stack.pop()):
+            if child not in seen:
+                seen.append(child)
+                stack.append(child)
+    return seen
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return marker in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def orphans(session_id: str, known: Iterable[int]) -> list[int]:
+    """Processes reparented to this supervisor that belong to ``session_id``."""
+    marker = f"{MARKER}={session_id}".encode()
+    skip = set(known)
+    return [p for p in _children(os.getpid()) if p not in skip and _has_marker(p, marker)]
+
+
+def kill_tree(roots: Iterable[int]) -> None:
+    """SIGKILL ``roots``, their process groups and every descendant.
+
+    Descendants are stopped first (SIGSTOP, rescanning until no new ones appear) so none can
+    fork a new process between the scan and the kill. Safe to call on pids that have exited but
+    are not reaped yet; never call it on a reaped pid.
+    """
+    roots = list(roots)
+    found: list[int] = []
+    for _ in range(20):
+        new = [d for r in roots for d in descendants(r) if d not in found]
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+        found.extend(new)
+    for pid in roots:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        _signal(pid, signal.SIGKILL)
+    for pid in found:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

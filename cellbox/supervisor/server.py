@@ -1,0 +1,510 @@
+"""``cellbox serve``: JSON-RPC over stdio, sessions in child processes.
+
+Theory of operation: one anyio task group holds the stdin reader, the stdout writer, the
+reaper, one worker per session and one task per request. The reader feeds bytes to the framer
+and each body to the dispatcher (``protocol/``); requests become tasks, so a slow request never
+delays another; ``session/eval`` enqueues on its session *before* its first await, so evals on
+one session keep arrival order. Every reply and notification goes through ``_out``, a queue the
+writer drains, coalescing frames into as few writes as it can.
+
+Invariants: every request gets exactly one reply (except one named by MCP's
+``notifications/cancelled``, which gets none); an exception in a handler becomes -32603 and the
+server keeps running; stdout carries protocol bytes only; on stdin EOF, ``exit``, SIGTERM or
+SIGINT every session is closed (no child or descendant survives) before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import signal
+import stat
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import anyio
+import msgspec
+
+from cellbox import __version__
+from cellbox.protocol import channel as ch
+from cellbox.protocol import errors, jsonrpc
+from cellbox.protocol import messages as m
+from cellbox.protocol.framing import AutoFramer, FrameError
+from cellbox.supervisor.interpreter import Interpreter, Reaper
+from cellbox.supervisor.session import PendingEval, Session, Settings
+from cellbox.supervisor.stats import Stats
+
+log = logging.getLogger("cellbox.supervisor")
+
+
+
+async def _value(body: bytes) -> bytes:
+    return body
+
+
+@dataclass
+class ServeOptions:
+    """Server-wide defaults (``cellbox serve`` flags)."""
+
+    framing: str | None = None
+    max_sessions: int = 512
+    timeout: float = 600.0
+    kill_grace: float = 2.0
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    output_bytes: int = 1 << 20
+    ast_cache_size: int | None = None
+
+
+class Server:
+    def __init__(self, options: ServeOptions | None = None) -> None:
+        self.options = options or ServeOptions()
+        self.stats = Stats()
+        self.sessions: dict[str, Session] = {}
+        self.reaper = Reaper()
+        self.dispatcher = jsonrpc.Dispatcher()
+        self.framer = AutoFramer(forced=self.options.framing)
+        self.shutting_down = False
+        self.exit_code = 0
+        self._out_send, self._out_recv = anyio.create_memory_object_stream[bytes](math.inf)
+        self._inflight: dict[Any, anyio.CancelScope] = {}
+        self._silenced: set[Any] = set()
+        self._evals: dict[Any, tuple[Session, PendingEval]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._stop = anyio.Event()
+        from cellbox.supervisor import mcp
+
+        self.mcp = mcp.McpFace(self)
+        self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+            "initialize": self._initialize,
+            "ping": self._ping,
+            "shutdown": self._shutdown,
+            "server/stats": self._server_stats,
+            "session/create": self._create,
+            "session/list": self._list,
+            "session/close": self._close,
+            "session/restart": self._restart,
+            "session/interrupt": self._interrupt,
+            "session/eval": self._eval,
+            "session/input": self._input,
+            "session/complete": self._complete,
+            "session/inspect": self._inspect,
+            "session/isComplete": self._is_complete,
+            "tools/list": self.mcp.tools_list,
+            "tools/call": self.mcp.tools_call,
+        }
+
+    # -- main ------------------------------------------------------------------------------
+
+    async def serve(self, stdin: int = 0, stdout: int = 1) -> int:
+        """Serve until stdin EOF, ``exit`` or a termination signal; return the exit code."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self.reaper.run)
+            tg.start_soon(self._write_loop, stdout)
+            tg.start_soon(self._signals)
+            tg.start_soon(self._read_loop, stdin)
+            await self._stop.wait()
+            with anyio.CancelScope(shield=True):
+                await self._close_all()
+                await self._flush()
+            tg.cancel_scope.cancel()
+        return self.exit_code
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                log.info("signal %s: closing every session and exiting", sig)
+                self.exit_code = 0
+                self._stop.set()
+
+    async def _read_loop(self, fd: int) -> None:
+        pollable = _pollable(fd)
+        while True:
+            try:
+                if pollable:
+                    await anyio.wait_readable(fd)
+                    data = os.read(fd, 1 << 16)
+                else:
+                    data = await anyio.to_thread.run_sync(os.read, fd, 1 << 16, abandon_on_cancel=True)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                for item in self.framer.close():
+                    self._receive(item)
+                log.info("stdin closed: closing every session and exiting")
+                self._stop.set()
+                return
+            for item in self.framer.feed(data):
+                if self._receive(item):
+                    self._stop.set()
+                    return
+
+    def _receive(self, item: bytes | FrameError) -> bool:
+        """Handle one framed message; True if the stream cannot go on."""
+        if isinstance(item, FrameError):
+            self.send(jsonrpc.encode_error(None, errors.ParseError(data=item.message)))
+            return item.fatal
+        msg = self.dispatcher.receive(item)
+        if msg is None:
+            return False
+        if isinstance(msg, bytes):
+            self.send(msg)
+        elif isinstance(msg, jsonrpc.Notification):
+            self._notification(msg)
+        elif isinstance(msg, jsonrpc.Request):
+            self._start_request(msg, self.send)
+        elif isinstance(msg, jsonrpc.Batch):
+            assert self._tg is not None
+            self._tg.start_soon(self._batch, msg)
+        return False
+
+    # -- output ----------------------------------------------------------------------------
+
+    def send(self, body: bytes) -> None:
+        self._out_send.send_nowait(self.framer.frame(body))
+
+    async def _write_loop(self, fd: int) -> None:
+        if _pollable(fd):
+            os.set_blocking(fd, False)
+        while True:
+            chunks = [await self._out_recv.receive()]
+            while True:
+                try:
+                    chunks.append(self._out_recv.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            data = memoryview(b"".join(chunks))
+            while data:
+                try:
+                    data = data[os.write(fd, data) :]
+                except BlockingIOError:
+                    await anyio.wait_writable(fd)
+                except BrokenPipeError:
+                    log.info("stdout closed by the client")
+                    self._stop.set()
+                    return
+
+    async def _flush(self) -> None:
+        with anyio.move_on_after(2):
+            while self._out_recv.statistics().current_buffer_used:
+                await anyio.sleep(0.001)
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send(jsonrpc.encode_notification(method, params))
+
+    def notify_output(self, session: Session, request_id: Any, stream: str, text: str) -> None:
+        self.notify(
+            "session/output",
+            m.OutputNotification(session=session.id, request_id=request_id, stream=stream, text=text),  # type: ignore[arg-type]
+        )
+
+    def notify_display(self, session: Session, request_id: Any, display: m.Display) -> None:
+        self.notify(
+            "session/display",
+            m.DisplayNotification(
+                session=session.id, request_id=request_id, data=display.data, metadata=display.metadata or None
+            ),
+        )
+
+    def notify_input_request(self, session: Session, request_id: Any, prompt: str, password: bool) -> None:
+        self.notify(
+            "session/inputRequest",
+            m.InputRequestNotification(session=session.id, request_id=request_id, prompt=prompt, password=password),
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes], None]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._answer, self._begin(req), reply)
+
+    async def _answer(self, pending: Callable[[], Awaitable[bytes | None]], reply: Callable[[bytes], None]) -> None:
+        body = await pending()
+        if body is not None:
+            reply(body)
+
+    def _begin(self, req: jsonrpc.Request) -> Callable[[], Awaitable[bytes | None]]:
+        """Start a request; the returned callable awaits its reply body (None: no reply)."""
+        key = _key(req.id)
+        if req.method == "session/eval" and not self.shutting_down:
+            # Enqueue now, before any await, so evals on a session keep arrival order.
+            try:
+                session = self._session(req.params.session)
+            except errors.CellboxError as exc:
+                body = jsonrpc.encode_error(req.raw_id, exc)
+                return lambda: _value(body)
+            pe = self.submit_eval(session, key, req.id, req.params)
+            return lambda: self._await_eval(req, pe)
+        scope = anyio.CancelScope()
+        self._inflight[key] = scope
+        return lambda: self._run_request(req, scope)
+
+    def submit_eval(
+        self, session: Session, key: Any, request_id: Any, params: m.EvalParams, on_output: Any = None
+    ) -> PendingEval:
+        pe = PendingEval(key, request_id, params, on_output)
+        self._evals[key] = (session, pe)
+        session.submit(pe)
+        return pe
+
+    async def _await_eval(self, req: jsonrpc.Request, pe: PendingEval) -> bytes | None:
+        try:
+            await pe.finished.wait()
+        finally:
+            if self._evals.get(pe.key, (None, None))[1] is pe:
+                del self._evals[pe.key]
+        return None if pe.no_reply else jsonrpc.encode_result(req.raw_id, pe.result)
+
+    async def _run_request(self, req: jsonrpc.Request, scope: anyio.CancelScope) -> bytes | None:
+        key = _key(req.id)
+        body: bytes | None = None
+        try:
+            with scope:
+                if self.shutting_down:
+                    raise errors.ShuttingDown()
+                result = await self._handlers[req.method](req.params, req)
+                body = jsonrpc.encode_result(req.raw_id, result)
+            if scope.cancelled_caught:
+                body = jsonrpc.encode_error(req.raw_id, errors.RequestCancelled())
+        except errors.CellboxError as exc:
+            body = jsonrpc.encode_error(req.raw_id, exc)
+        except Exception as exc:
+            log.exception("internal error in %s", req.method)
+            body = jsonrpc.encode_error(req.raw_id, errors.InternalError(data=f"{type(exc).__name__}: {exc}"))
+        finally:
+            if self._inflight.get(key) is scope:
+                del self._inflight[key]
+        if key in self._silenced:
+            self._silenced.discard(key)
+            return None
+        return body
+
+    async def _batch(self, batch: jsonrpc.Batch) -> None:
+        bodies: list[bytes] = []
+
+        async def run(pending: Callable[[], Awaitable[bytes | None]]) -> None:
+            body = await pending()
+            if body is not None:
+                bodies.append(body)
+
+        async with anyio.create_task_group() as tg:
+            for item in batch.items:
+                if isinstance(item, bytes):
+                    bodies.append(item)
+                elif isinstance(item, jsonrpc.Notification):
+                    self._notification(item)
+                else:
+                    tg.start_soon(run, self._begin(item))
+        if bodies:
+            self.send(jsonrpc.encode_batch(bodies))
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def _notification(self, note: jsonrpc.Notification) -> None:
+        method, params = note.method, note.params
+        if method == "exit":
+            self.exit_code = 0 if self.shutting_down else 1
+            self._stop.set()
+        elif method == "$/cancelRequest":
+            self._cancel(_key(params.id), silent=False)
+        elif method == "notifications/cancelled":
+            self._cancel(_key(params.request_id), silent=True)
+
+    def _cancel(self, key: Any, *, silent: bool) -> None:
+        """Cancel the request ``key``: an eval is interrupted (or dropped if queued)."""
+        found = self._evals.get(key)
+        if found is not None:
+            session, pe = found
+            if silent:
+                pe.no_reply = True
+            session.interrupt(pe)
+            return
+        scope = self._inflight.get(key)
+        if scope is not None:
+            if silent:
+                self._silenced.add(key)
+            scope.cancel()
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _session(self, sid: str) -> Session:
+        session = self.sessions.get(sid)
+        if session is None or session.closed:
+            raise errors.SessionNotFound(data=f"no session {sid!r}")
+        return session
+
+    async def spawn(self, configure: ch.Configure, env: dict[str, str] | None, session: Session) -> Interpreter:
+        assert self._tg is not None
+        return await Interpreter.start(
+            tg=self._tg, reaper=self.reaper, configure=configure, env=env, listener=session
+        )
+
+    async def create_session(self, params: m.SessionCreateParams) -> Session:
+        if sum(1 for s in self.sessions.values() if not s.closed) >= self.options.max_sessions:
+            raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
+        if params.cwd is not None and not os.path.isdir(params.cwd):
+            raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
+        o = self.options
+        limits = params.limits or m.Limits()
+        limits = msgspec.structs.replace(
+            limits,
+            memory_mb=limits.memory_mb or o.memory_mb,
+            cpu_seconds=limits.cpu_seconds or o.cpu_seconds,
+        )
+        settings = Settings(
+            timeout=o.timeout if limits.timeout is None else limits.timeout,
+            grace=o.kill_grace,
+            output_bytes=limits.output_bytes or o.output_bytes,
+            limits=limits,
+            detection=params.detection,
+            ast_cache_size=o.ast_cache_size,
+            cwd=params.cwd,
+            env=params.env,
+        )
+        sid = secrets.token_hex(6)
+        session = Session(self, sid, params.name, settings)
+        self.sessions[sid] = session
+        try:
+            await session.ensure_child()
+        except BaseException:
+            self.sessions.pop(sid, None)
+            raise
+        self.stats.created += 1
+        assert self._tg is not None
+        self._tg.start_soon(session.run)
+        return session
+
+    async def close_session(self, session: Session, cause: str = "closed") -> None:
+        if session.closed:
+            return
+        await session.close(cause)
+        self.sessions.pop(session.id, None)
+        self.stats.closed += 1
+
+    async def _close_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for session in list(self.sessions.values()):
+                tg.start_soon(self.close_session, session)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def _initialize(self, params: m.InitializeParams, req: Any) -> m.InitializeResult:
+        version = params.protocol_version
+        if version not in m.MCP_VERSIONS:
+            version = m.MCP_VERSIONS[-1]
+        o = self.options
+        return m.InitializeResult(
+            protocol_version=version,
+            server_info=m.ServerInfo(name="cellbox", version=__version__),
+            capabilities={
+                "tools": {},
+                "cellbox": {
+                    "protocol": m.PROTOCOL_VERSION,
+                    "methods": sorted(self._handlers),
+                    "framing": self.framer.kind or "ndjson",
+                    "limits": {
+                        "timeout": o.timeout,
+                        "killGrace": o.kill_grace,
+                        "memoryMb": o.memory_mb,
+                        "cpuSeconds": o.cpu_seconds,
+                        "outputBytes": o.output_bytes,
+                        "maxSessions": o.max_sessions,
+                    },
+                },
+            },
+            instructions=(
+                "Run Python with the `python` tool. Variables persist between calls in the same "
+                "session; top-level `await` works. Every call has a timeout; the result says whether "
+                "the variables survived (stateLost)."
+            ),
+        )
+
+    async def _ping(self, params: Any, req: Any) -> dict:
+        return {}
+
+    async def _shutdown(self, params: Any, req: Any) -> None:
+        self.shutting_down = True
+        await self._close_all()
+        return None
+
+    async def _server_stats(self, params: Any, req: Any) -> m.ServerStats:
+        return self.stats.snapshot(sum(1 for s in self.sessions.values() if not s.closed))
+
+    async def _create(self, params: m.SessionCreateParams, req: Any) -> m.SessionCreateResult:
+        session = await self.create_session(params)
+        assert session.interp is not None
+        return m.SessionCreateResult(session=session.id, pid=session.interp.pid, python=session.interp.python)
+
+    async def _list(self, params: Any, req: Any) -> m.SessionListResult:
+        return m.SessionListResult(sessions=[s.info() for s in self.sessions.values() if not s.closed])
+
+    async def _close(self, params: m.SessionParams, req: Any) -> None:
+        await self.close_session(self._session(params.session))
+        return None
+
+    async def _restart(self, params: m.SessionParams, req: Any) -> m.SessionRestartResult:
+        session = self._session(params.session)
+        interp = await session.restart()
+        return m.SessionRestartResult(session=session.id, pid=interp.pid)
+
+    async def _interrupt(self, params: m.SessionInterruptParams, req: Any) -> m.SessionInterruptResult:
+        session = self._session(params.session)
+        pe = None
+        if params.request_id is not None:
+            found = self._evals.get(_key(params.request_id))
+            if found is None or found[0] is not session:
+                return m.SessionInterruptResult(interrupted=False)
+            pe = found[1]
+        return m.SessionInterruptResult(interrupted=session.interrupt(pe))
+
+    async def _eval(self, params: m.EvalParams, req: Any) -> Any:
+        raise errors.ShuttingDown()  # evals are started in _start_request; only reached after shutdown
+
+    async def _input(self, params: m.InputParams, req: Any) -> None:
+        session = self._session(params.session)
+        found = self._evals.get(_key(params.request_id))
+        if found is None or found[0] is not session or found[1].state != "running":
+            raise errors.InvalidParams(data=f"no running eval {params.request_id!r} waits for input")
+        if session.interp is not None:
+            await session.interp.send(ch.InputReply(text=params.text))
+        return None
+
+    async def _complete(self, params: m.CodeCursorParams, req: Any) -> m.CompleteResult:
+        session = self._session(params.session)
+        reply = await session.editor_request(ch.Complete, params.code, params.cursor)
+        if reply is None:
+            return m.CompleteResult(matches=[], cursor_start=params.cursor, cursor_end=params.cursor)
+        return m.CompleteResult(matches=reply.matches, cursor_start=reply.cursor_start, cursor_end=reply.cursor_end)
+
+    async def _inspect(self, params: m.CodeCursorParams, req: Any) -> m.InspectResult:
+        session = self._session(params.session)
+        reply = await session.editor_request(ch.Inspect, params.code, params.cursor)
+        if reply is None:
+            return m.InspectResult(found=False)
+        return m.InspectResult(found=reply.found, data=reply.data)
+
+    async def _is_complete(self, params: m.IsCompleteParams, req: Any) -> m.IsCompleteResult:
+        if params.session is not None:
+            self._session(params.session)
+        from cellbox.supervisor.completeness import is_complete
+
+        status, indent = is_complete(params.code)
+        return m.IsCompleteResult(status=status, indent=indent)  # type: ignore[arg-type]
+
+
+def _key(request_id: Any) -> Any:
+    """A hashable key for a request id that keeps its type (1 and "1" differ)."""
+    return (type(request_id).__name__, request_id)
+
+
+def _pollable(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)

@@ -1,0 +1,27 @@
+import pytest
+
+from tests.harness import Server
+
+
+@pytest.fixture
+def make_server():
+    """Start real ``cellbox serve`` processes; at teardown each must exit 0 on stdin EOF and
+    leave no process behind."""
+    servers: list[Server] = []
+
+    def make(*args: str, **kwargs) -> Server:
+        server = Server(*args, **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc.poll() is None:
+            code = server.close()
+            assert code == 0, server.stderr_text()[-3000:]
+        server.assert_no_leftovers()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server("--kill-grace", "1")

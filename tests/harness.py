@@ -1,0 +1,202 @@
+"""A real ``cellbox serve`` process driven over real pipes, for process-level tests.
+
+Each server gets a unique tag in its environment; every child and descendant inherits it, so
+``leftovers()`` finds any process of this server that survived (by scanning /proc), however it
+was started (fork, setsid, double fork).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')} {error.get('data', '')}")
+        self.code = error.get("code")
+        self.error = error
+
+
+class Server:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, framing: str = "ndjson") -> None:
+        self.tag = uuid.uuid4().hex
+        full_env = dict(os.environ)
+        full_env["CELLBOX_TEST_TAG"] = self.tag
+        full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cellbox", "serve", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=ROOT,
+        )
+        self._ids = itertools.count(1)
+        self._lock = threading.Condition()
+        self.replies: dict[Any, dict[str, Any]] = {}
+        self.notifications: list[dict[str, Any]] = []
+        self.raw: list[Any] = []
+        self.stderr_lines: list[bytes] = []
+        self._threads = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- io --------------------------------------------------------------------------------
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self._lock:
+                self.raw.append(msg)
+                if isinstance(msg, dict) and "id" in msg and ("result" in msg or "error" in msg):
+                    self.replies[_k(msg["id"])] = msg
+                elif isinstance(msg, dict):
+                    self.notifications.append(msg)
+                self._lock.notify_all()
+        with self._lock:
+            self._lock.notify_all()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def write(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, method: str, params: Any = None, *, id: Any = "auto") -> Any:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if id == "auto":
+            id = next(self._ids)
+        if id is not None:
+            msg["id"] = id
+        if params is not None:
+            msg["params"] = params
+        self.write(json.dumps(msg) + "\n")
+        return id
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self.send(method, params, id=None)
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> Any:
+        """Wait until ``predicate()`` returns a truthy value (called under the lock)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"condition not met within {timeout} s; stderr: {self.stderr_text()[-2000:]}")
+                self._lock.wait(left)
+
+    def reply(self, id: Any, timeout: float = 10.0) -> dict[str, Any]:
+        return self.wait_for(lambda: self.replies.get(_k(id)), timeout)
+
+    def call(self, method: str, params: Any = None, timeout: float = 10.0) -> Any:
+        msg = self.reply(self.send(method, params), timeout)
+        if "error" in msg:
+            raise RpcError(msg["error"])
+        return msg["result"]
+
+    def stderr_text(self) -> str:
+        return b"".join(self.stderr_lines).decode(errors="replace")
+
+    # -- conveniences ----------------------------------------------------------------------
+
+    def create(self, **params: Any) -> str:
+        return self.call("session/create", params, timeout=30)["session"]
+
+    def eval(self, session: str, code: str, wait: float = 20.0, **params: Any) -> dict[str, Any]:
+        """``session/eval`` and its result; ``params`` go on the wire (``timeout=`` included)."""
+        return self.call("session/eval", {"session": session, "code": code, **params}, timeout=wait)
+
+    def outputs(self, request_id: Any, stream: str = "stdout") -> str:
+        with self._lock:
+            return "".join(
+                n["params"]["text"]
+                for n in self.notifications
+                if n.get("method") == "session/output"
+                and n["params"].get("requestId") == request_id
+                and n["params"]["stream"] == stream
+            )
+
+    # -- shutdown and leaks ----------------------------------------------------------------
+
+    def close(self, timeout: float = 15.0) -> int:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def leftovers(self) -> list[int]:
+        """Live processes (not zombies) that carry this server's tag, the server excluded."""
+        marker = f"CELLBOX_TEST_TAG={self.tag}".encode()
+        out = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == self.proc.pid:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if marker not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{name}/stat") as f:
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if state == "Z":
+                continue
+            if int(ppid) == self.proc.pid and self.proc.poll() is None and b"CELLBOX_SESSION=" not in _environ(name):
+                continue  # the server's sentinel, which lives exactly as long as the server
+            out.append(int(name))
+        return out
+
+    def assert_no_leftovers(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.leftovers()
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes survived: {left}")
+            time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _k(id: Any) -> Any:
+    return (type(id).__name__, id)
