@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cpu-seconds", type=_pos_int, default=None, help="CPU time per child")
     serve.add_argument("--output-bytes", type=_pos_int, default=1 << 20, help="output cap per eval and stream")
     serve.add_argument("--ast-cache-size", type=int, default=None, help="parsed-cell LRU size (0 disables)")
+    serve.add_argument("--no-zygote", action="store_true", help="start every child as a fresh interpreter")
+    serve.add_argument("--warm", type=int, default=2, help="children kept started ahead of sessions (0: none)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
     console = sub.add_parser("console", help="interactive terminal REPL through the server")
@@ -93,6 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
         cpu_seconds=args.cpu_seconds,
         output_bytes=args.output_bytes,
         ast_cache_size=cache,
+        zygote=not args.no_zygote,
+        warm=max(0, args.warm),
     )
     become_subreaper()
     start_sentinel()

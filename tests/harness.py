@@ -174,8 +174,8 @@ class Server:
                 continue
             if state == "Z":
                 continue
-            if int(ppid) == self.proc.pid and self.proc.poll() is None and b"CELLBOX_SESSION=" not in _environ(name):
-                continue  # the server's sentinel, which lives exactly as long as the server
+            if self.proc.poll() is None and _comm(name) in _HELPERS:
+                continue  # the server's own helpers (sentinel, zygote, warm children) while it runs
             out.append(int(name))
         return out
 
@@ -190,12 +190,15 @@ class Server:
             time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
 
 
-def _environ(pid: str) -> bytes:
+_HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm"}
+
+
+def _comm(pid: str) -> str:
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read()
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
     except OSError:
-        return b""
+        return ""
 
 
 def _k(id: Any) -> Any:

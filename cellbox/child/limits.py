@@ -15,6 +15,7 @@ def apply(limits: Limits) -> None:
     if limits.memory_mb:
         import threading
 
+        _limit_malloc_arenas()
         # Threads reserve their stack in the address space: keep them small enough that a
         # limited child can still start a few.
         threading.stack_size(4 * _MIB)
@@ -27,6 +28,17 @@ def apply(limits: Limits) -> None:
         _set(resource.RLIMIT_NOFILE, limits.open_files)
     if limits.file_size_mb is not None:
         _set(resource.RLIMIT_FSIZE, limits.file_size_mb * _MIB)
+
+
+def _limit_malloc_arenas() -> None:
+    """Two malloc arenas, as ``MALLOC_ARENA_MAX=2`` would (a forked child cannot use the env):
+    each thread's arena reserves 64 MiB of address space, which a memory limit counts."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def _set(which: int, soft: int, hard: int | None = None) -> None:

@@ -44,6 +44,7 @@ class Configure(Msg, tag="configure"):
     ast_cache_size: int | None = None
     limits: Limits | None = None
     cwd: str | None = None
+    env: dict[str, str] | None = None
 
 
 class Exec(Msg, tag="exec"):
@@ -76,6 +77,13 @@ class Inspect(Msg, tag="inspect"):
     cursor: int
 
 
+class Spawn(Msg, tag="spawn"):
+    """To the zygote: fork a session child with this environment. The message carries the
+    child's stdin, stdout, stderr and channel descriptors as SCM_RIGHTS."""
+
+    env: dict[str, str]
+
+
 # --- child -> supervisor ----------------------------------------------------------------------
 
 
@@ -85,6 +93,13 @@ class Hello(Msg, tag="hello"):
     pid: int
     python: str
     error: str | None = None
+
+
+class Spawned(Msg, tag="spawned"):
+    """From the zygote: the pid of the child it forked (0: the fork failed). The zygote's
+    first message is ``Spawned`` with its own pid."""
+
+    pid: int
 
 
 class DisplayEvent(Msg, tag="display"):
@@ -127,8 +142,8 @@ class InspectReply(Msg, tag="inspect_reply"):
     data: dict[str, Any] = {}
 
 
-ToChild = Configure | Exec | InputReply | Complete | Inspect
-ToSupervisor = Hello | DisplayEvent | InputRequest | Done | CompleteReply | InspectReply
+ToChild = Configure | Exec | InputReply | Complete | Inspect | Spawn
+ToSupervisor = Hello | DisplayEvent | InputRequest | Done | CompleteReply | InspectReply | Spawned
 
 _encoder = msgspec.msgpack.Encoder()
 _to_child = msgspec.msgpack.Decoder(ToChild)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from cellbox.protocol import channel as ch
@@ -33,16 +34,7 @@ from cellbox.supervisor import process
 
 log = logging.getLogger("cellbox.supervisor")
 
-_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BOOT = (
-    "import sys\n"
-    f"p = {_PKG_PARENT!r}\n"
-    "sys.argv = ['']\n"
-    "if p not in sys.path: sys.path.append(p)\n"
-    "del p\n"
-    "from cellbox.child.main import main\n"
-    "main()\n"
-)
+_BOOT = process.boot_code("cellbox.child.main")
 _SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
 START_TIMEOUT = 30.0
 
@@ -52,10 +44,15 @@ class Reaper:
 
     def __init__(self) -> None:
         self._watched: dict[int, Callable[[int, Any], None]] = {}
+        # Exits of pids nobody watched yet: a forked child can die before its pid is known.
+        self._unclaimed: dict[int, tuple[int, Any]] = {}
 
     def watch(self, pid: int, on_exit: Callable[[int, Any], None]) -> None:
         self._watched[pid] = on_exit
         self.reap()  # it may have died already
+        if pid in self._unclaimed:
+            del self._watched[pid]
+            on_exit(*self._unclaimed.pop(pid))
 
     def reap(self) -> None:
         while True:
@@ -70,6 +67,10 @@ class Reaper:
             callback = self._watched.pop(pid, None)
             if callback is not None:
                 callback(status, rusage)
+            else:
+                self._unclaimed[pid] = (status, rusage)
+                while len(self._unclaimed) > 256:  # orphans of user code: keep only recent ones
+                    del self._unclaimed[next(iter(self._unclaimed))]
 
     async def run(self) -> None:
         """Reap on every SIGCHLD, and once a second in case a signal was coalesced away."""
@@ -83,6 +84,53 @@ class Reaper:
                 tg.start_soon(poll)
                 async for _ in signals:
                     self.reap()
+
+
+def session_env(session: str, env: dict[str, str] | None) -> dict[str, str]:
+    """The child's environment: the server's, the session's ``env`` over it, and markers."""
+    full = dict(os.environ)
+    full.update(env or {})
+    full[process.MARKER] = session
+    full["CELLBOX_PARENT"] = str(os.getpid())
+    return full
+
+
+def _forkable(env: dict[str, str] | None) -> bool:
+    """False if the session's environment changes how an interpreter starts, which a fork of
+    the already-started zygote cannot honour."""
+    return not any(k.startswith(("PYTHON", "LD_", "MALLOC_")) for k in env or ())
+
+
+def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
+    """A fresh interpreter running the child: ``(pid, channel, stdout_r, stderr_r)``."""
+    sup_sock, child_sock = socket.socketpair()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out_w, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+        (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+    ]
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-c", _BOOT],
+            env,
+            file_actions=actions,
+            setpgroup=0,
+            setsigdef=_SIGDEF,
+        )
+    except OSError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        sup_sock.close()
+        raise SessionStartFailed(data=f"spawn failed: {exc}") from None
+    finally:
+        for fd in (out_w, err_w):
+            os.close(fd)
+        child_sock.close()
+    return pid, sup_sock, out_r, err_r
 
 
 class Listener(Protocol):
@@ -132,6 +180,7 @@ class Interpreter:
         self._fds = {"stdout": out_fd, "stderr": err_fd}
         self._reader = ch.ChannelReader(to_child=False)
         self.listener: Listener = _Starting()
+        self.started = time.monotonic()
         self._scope = anyio.CancelScope()
         self._editor_waiters: dict[int, Callable[[Any], None]] = {}
         self._disposed = False
@@ -147,54 +196,42 @@ class Interpreter:
         configure: ch.Configure,
         env: dict[str, str] | None,
         listener: Listener,
+        zygote: Any = None,
         timeout: float = START_TIMEOUT,
     ) -> Interpreter:
-        """Spawn a child, configure it and wait for its ``Hello``; then events go to ``listener``.
+        """Start a child (forked by ``zygote`` when it can, else a fresh interpreter),
+        configure it and wait for its ``Hello``; then events go to ``listener``.
 
         Raises ``SessionStartFailed`` (with the child's stderr or its error in ``data``) if the
         child cannot be spawned, exits, or does not answer within ``timeout`` seconds.
         """
-        sup_sock, child_sock = socket.socketpair()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        full_env[process.MARKER] = configure.session
-        full_env["CELLBOX_PARENT"] = str(os.getpid())
-        if configure.limits and configure.limits.memory_mb:
-            full_env.setdefault("MALLOC_ARENA_MAX", "2")
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
-            (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
-        ]
-        try:
-            pid = os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-c", _BOOT],
-                full_env,
-                file_actions=actions,
-                setpgroup=0,
-                setsigdef=_SIGDEF,
-            )
-        except OSError as exc:
-            for fd in (out_r, err_r):
-                os.close(fd)
-            sup_sock.close()
-            raise SessionStartFailed(data=f"spawn failed: {exc}") from None
-        finally:
-            for fd in (out_w, err_w):
-                os.close(fd)
-            child_sock.close()
+        full_env = session_env(configure.session, env)
+        self = await cls.launch(tg=tg, reaper=reaper, env=full_env, zygote=zygote if _forkable(env) else None)
+        await self.configure(msgspec.structs.replace(configure, env=full_env), listener, timeout)
+        return self
+
+    @classmethod
+    async def launch(cls, *, tg: TaskGroup, reaper: Reaper, env: dict[str, str], zygote: Any = None) -> Interpreter:
+        """A running child that waits for ``Configure`` (a warm child, when no session yet)."""
+        forked = await zygote.fork(env) if zygote is not None else None
+        if forked is not None:
+            pid, sup_sock, out_r, err_r = forked
+        else:
+            pid, sup_sock, out_r, err_r = _spawn_fresh(env)
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         sup_sock.setblocking(False)
-        self = cls(configure.session, pid, sup_sock, out_r, err_r)
-        starting = _Starting()
-        self.listener = starting
+        self = cls(env.get(process.MARKER, ""), pid, sup_sock, out_r, err_r)
         reaper.watch(pid, self._exited)
         tg.start_soon(self._run)
+        return self
+
+    async def configure(self, configure: ch.Configure, listener: Listener, timeout: float = START_TIMEOUT) -> None:
+        """Send the session's options and wait for ``Hello``; then events go to ``listener``.
+        On failure the child is killed and ``SessionStartFailed`` raised."""
+        starting = self.listener
+        assert isinstance(starting, _Starting)
+        self.session = configure.session
         try:
             await self.send(configure)
             with anyio.fail_after(timeout):
@@ -218,7 +255,6 @@ class Interpreter:
                 raise SessionStartFailed(data=f"child did not start within {timeout} s") from None
             raise
         self.listener = listener
-        return self
 
     # -- reading ---------------------------------------------------------------------------
 

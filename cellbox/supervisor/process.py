@@ -30,8 +30,24 @@ SERVER_MARKER = "CELLBOX_SERVER"
 
 _libc: ctypes.CDLL | None = None
 
+#: The directory that holds the ``cellbox`` package, put on a child's ``sys.path`` if missing.
+BOOT_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def _prctl(option: int, arg: int) -> None:
+
+def boot_code(module: str) -> str:
+    """``python -c`` code that runs ``module.main()`` with ``sys.path`` as a user expects."""
+    return (
+        "import sys\n"
+        f"p = {BOOT_PATH!r}\n"
+        "sys.argv = ['']\n"
+        "if p not in sys.path: sys.path.append(p)\n"
+        "del p\n"
+        f"from {module} import main\n"
+        "main()\n"
+    )
+
+
+def _prctl(option: int, arg: int | bytes) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -64,6 +80,7 @@ def start_sentinel() -> None:
     try:
         os.close(w)
         os.setsid()
+        _prctl(15, b"cellbox-sentry")  # PR_SET_NAME: tell it apart in ps
         for fd in (0, 1):
             devnull = os.open(os.devnull, os.O_RDWR)
             os.dup2(devnull, fd)
@@ -142,11 +159,30 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
+def process_name(session_id: str) -> str:
+    """The name (``comm``) a session's child gives itself; forks without exec keep it."""
+    return f"cbx{session_id}"[:15]
+
+
 def orphans(session_id: str, known: Iterable[int]) -> list[int]:
-    """Processes reparented to this supervisor that belong to ``session_id``."""
+    """Processes reparented to this supervisor that belong to ``session_id``: their
+    environment carries the session marker, or their name is the session's process name."""
+    if not session_id:
+        return []
     marker = f"{MARKER}={session_id}".encode()
+    name = process_name(session_id)
     skip = set(known)
-    return [p for p in _children(os.getpid()) if p not in skip and _has_marker(p, marker)]
+    return [
+        p for p in _children(os.getpid()) if p not in skip and (_comm(p) == name or _has_marker(p, marker))
+    ]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def kill_tree(roots: Iterable[int]) -> None:

@@ -32,9 +32,10 @@ from cellbox.protocol import channel as ch
 from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
-from cellbox.supervisor.interpreter import Interpreter, Reaper
+from cellbox.supervisor.interpreter import Interpreter, Reaper, session_env
 from cellbox.supervisor.session import PendingEval, Session, Settings
 from cellbox.supervisor.stats import Stats
+from cellbox.supervisor.zygote import WarmPool, Zygote
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -56,6 +57,8 @@ class ServeOptions:
     cpu_seconds: int | None = None
     output_bytes: int = 1 << 20
     ast_cache_size: int | None = None
+    zygote: bool = True
+    warm: int = 2
 
 
 class Server:
@@ -64,6 +67,7 @@ class Server:
         self.stats = Stats()
         self.sessions: dict[str, Session] = {}
         self.reaper = Reaper()
+        self.zygote = Zygote(self.reaper) if self.options.zygote else None
         self.dispatcher = jsonrpc.Dispatcher()
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
@@ -73,6 +77,7 @@ class Server:
         self._silenced: set[Any] = set()
         self._evals: dict[Any, tuple[Session, PendingEval]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self.pool: WarmPool | None = None
         self._stop = anyio.Event()
         from cellbox.supervisor import mcp
 
@@ -106,9 +111,14 @@ class Server:
             tg.start_soon(self._write_loop, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
+            self.pool = WarmPool(self.options.warm, self._launch_warm, tg)
+            self.pool.kick()
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
+                await self.pool.close()
                 await self._close_all()
+                if self.zygote is not None:
+                    self.zygote.close()
                 await self._flush()
             tg.cancel_scope.cancel()
         return self.exit_code
@@ -338,10 +348,22 @@ class Server:
             raise errors.SessionNotFound(data=f"no session {sid!r}")
         return session
 
-    async def spawn(self, configure: ch.Configure, env: dict[str, str] | None, session: Session) -> Interpreter:
+    async def _launch_warm(self) -> Interpreter:
         assert self._tg is not None
+        return await Interpreter.launch(
+            tg=self._tg, reaper=self.reaper, env=session_env("", None), zygote=self.zygote
+        )
+
+    async def spawn(self, configure: ch.Configure, env: dict[str, str] | None, session: Session) -> Interpreter:
+        """A configured child for ``session``: a warm one when the session allows it."""
+        assert self._tg is not None
+        warm = self.pool.take() if self.pool is not None and not env else None
+        if warm is not None:
+            full = msgspec.structs.replace(configure, env=session_env(configure.session, env))
+            await warm.configure(full, session)
+            return warm
         return await Interpreter.start(
-            tg=self._tg, reaper=self.reaper, configure=configure, env=env, listener=session
+            tg=self._tg, reaper=self.reaper, configure=configure, env=env, listener=session, zygote=self.zygote
         )
 
     async def create_session(self, params: m.SessionCreateParams) -> Session:
@@ -407,6 +429,7 @@ class Server:
                     "protocol": m.PROTOCOL_VERSION,
                     "methods": sorted(self._handlers),
                     "framing": self.framer.kind or "ndjson",
+                    "zygote": self.zygote is not None and self.zygote.enabled,
                     "limits": {
                         "timeout": o.timeout,
                         "killGrace": o.kill_grace,

@@ -35,7 +35,8 @@ def test_interrupt_sleep_keeps_namespace_fast(server):
 
 def test_interrupt_awaiting_cell_cancels_it(server):
     sid = server.create()
-    rid = _start(server, sid, "import asyncio\ntry:\n    await asyncio.sleep(60)\nfinally:\n    cleaned = True")
+    code = "import asyncio\ntry:\n    print('READY')\n    await asyncio.sleep(60)\nfinally:\n    cleaned = True"
+    rid = _start(server, sid, code, ready="READY")
     server.call("session/interrupt", {"session": sid})
     r = server.reply(rid)["result"]
     assert r["status"] == "interrupted" and r["stateLost"] is False
