@@ -43,7 +43,7 @@ class Server:
             env=full_env,
             cwd=ROOT,
         )
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(1_000_000)  # clear of the small ids raw test messages use
         self._lock = threading.Condition()
         self.replies: dict[Any, dict[str, Any]] = {}
         self.notifications: list[dict[str, Any]] = []
