@@ -9,17 +9,6 @@ import os
 import sys
 
 
-def _env_int(name: str) -> int | None:
-    for key in (name, "ASYNC_EXECUTOR_AST_CACHE_SIZE"):
-        value = os.environ.get(key)
-        if value is not None and value.strip():
-            try:
-                return int(value)
-            except ValueError:
-                raise SystemExit(f"cellbox: {key} must be an integer, got {value!r}") from None
-    return None
-
-
 def _nonneg_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -46,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--memory-mb", type=_pos_int, default=None, help="address-space limit per child")
     serve.add_argument("--cpu-seconds", type=_pos_int, default=None, help="CPU time per child")
     serve.add_argument("--output-bytes", type=_pos_int, default=1 << 20, help="output cap per eval and stream")
-    serve.add_argument("--ast-cache-size", type=int, default=None, help="parsed-cell LRU size (0 disables)")
+    serve.add_argument(
+        "--ast-cache-size", type=int, default=None, help="parsed-cell LRU size (0 disables; env CELLBOX_AST_CACHE_SIZE)"
+    )
     serve.add_argument("--no-zygote", action="store_true", help="start every child as a fresh interpreter")
     serve.add_argument("--warm", type=int, default=2, help="children kept started ahead of sessions (0: none)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -85,7 +76,8 @@ def _serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s cellbox %(levelname)s %(message)s",
     )
-    cache = args.ast_cache_size if args.ast_cache_size is not None else _env_int("CELLBOX_AST_CACHE_SIZE")
+    # Without the flag the child reads CELLBOX_AST_CACHE_SIZE / ASYNC_EXECUTOR_AST_CACHE_SIZE.
+    cache = args.ast_cache_size
     options = ServeOptions(
         framing=args.framing,
         max_sessions=args.max_sessions,

@@ -360,6 +360,7 @@ class Session:
             collect=params.collect_output,
         )
         self._run = run
+        log.debug("session %s: cell %d (request %r) started in pid %d", self.id, count, pe.request_id, interp.pid)
         try:
             await interp.send(
                 ch.Exec(
@@ -380,6 +381,9 @@ class Session:
         self.server.stats.count_eval(result.status)
         if result.status == "killed" and result.cause:
             self.server.stats.count_kill(result.cause)
+            log.info("session %s: cell %d (request %r) killed: %s", self.id, count, pe.request_id, result.cause)
+        else:
+            log.debug("session %s: cell %d (request %r) %s", self.id, count, pe.request_id, result.status)
         pe.finish(result)
 
     async def _await_outcome(self, interp: Interpreter, run: _Run) -> EvalResult:
