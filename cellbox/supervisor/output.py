@@ -22,10 +22,12 @@ class StreamCap:
         self.tail_size = limit - limit // 2
         self.tail = bytearray()
         self.dropped = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoder: codecs.IncrementalDecoder | None = None  # most evals print nothing
 
     def feed(self, data: bytes) -> str:
         """Take bytes the child wrote; return the text to stream now (may be empty)."""
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         if self.head_left >= len(data):
             self.head_left -= len(data)
             return self._decoder.decode(data)
@@ -54,4 +56,6 @@ class StreamCap:
             tail = tail[start:]
             marker = f"\n[cellbox: {self.dropped} bytes of output dropped here]\n"
             return marker, tail.decode("utf-8", "replace")
+        if self._decoder is None:
+            return "", ""
         return "", self._decoder.decode(tail, final=True)

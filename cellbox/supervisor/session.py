@@ -149,6 +149,9 @@ class Session:
 
     async def ensure_child(self) -> Interpreter:
         """A live child for this session, spawning one if there is none (or it died)."""
+        interp = self.interp
+        if interp is not None and interp.status is None and interp.killed_by is None:
+            return interp  # the common case, without taking the lock
         async with self._spawn_lock:
             interp = self.interp
             if interp is not None and interp.status is None and interp.killed_by is None:
