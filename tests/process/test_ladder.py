@@ -46,7 +46,7 @@ def test_interrupt_awaiting_cell_cancels_it(server):
 
 def test_interrupt_python_busy_loop(server):
     sid = server.create()
-    rid = _start(server, sid, "n = 0\nwhile True:\n    n += 1")
+    rid = _start(server, sid, "n = 0\nprint('READY')\nwhile True:\n    n += 1", ready="READY")
     server.call("session/interrupt", {"session": sid})
     r = server.reply(rid)["result"]
     assert r["status"] == "interrupted" and r["stateLost"] is False
