@@ -79,6 +79,8 @@ class Server:
         self._tg: anyio.abc.TaskGroup | None = None
         self.pool: WarmPool | None = None
         self._stop = anyio.Event()
+        self._written = anyio.Event()  # set while everything sent has been written to stdout
+        self._written.set()
         from cellbox.supervisor import mcp
 
         self.mcp = mcp.McpFace(self)
@@ -177,6 +179,8 @@ class Server:
 
     def send(self, body: bytes) -> None:
         self._out_send.send_nowait(self.framer.frame(body))
+        if self._written.is_set():
+            self._written = anyio.Event()
 
     async def _write_loop(self, fd: int) -> None:
         if _pollable(fd):
@@ -197,12 +201,15 @@ class Server:
                 except BrokenPipeError:
                     log.info("stdout closed by the client")
                     self._stop.set()
+                    self._written.set()
                     return
+            if not self._out_recv.statistics().current_buffer_used:
+                self._written.set()
 
     async def _flush(self) -> None:
+        """Wait (a bounded time) until every queued message has been written."""
         with anyio.move_on_after(2):
-            while self._out_recv.statistics().current_buffer_used:
-                await anyio.sleep(0.001)
+            await self._written.wait()
 
     def notify(self, method: str, params: Any) -> None:
         self.send(jsonrpc.encode_notification(method, params))
