@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cellbox.child import editor  # noqa: E402
+from cellbox.child import editor, jedi_bridge  # noqa: E402
 
 RUNS = 5
 SIDE_EFFECTS: list[str] = []
@@ -178,8 +178,8 @@ def cellbox_engine(use_jedi: bool) -> Callable[[dict[str, Any], str], list[tuple
 def settle() -> None:
     """Wait until a jedi call that outlived its budget (warming jedi's caches) has finished,
     so the timed runs see a warm jedi, as IPython's do."""
-    if editor._jedi_busy.acquire(timeout=60):
-        editor._jedi_busy.release()
+    if jedi_bridge._busy.acquire(timeout=60):
+        jedi_bridge._busy.release()
 
 
 def ipython_engine() -> Callable[[dict[str, Any], str], list[tuple[int, str]]] | None:

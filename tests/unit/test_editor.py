@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cellbox.child import editor
+from cellbox.child import editor, jedi_bridge
 from cellbox.protocol import channel as ch
 
 HAVE_JEDI = importlib.util.find_spec("jedi") is not None
@@ -425,17 +425,17 @@ def test_env_switch_disables_jedi(monkeypatch):
     monkeypatch.setenv("CELLBOX_NO_JEDI", "1")
     assert not editor._jedi_enabled()
     monkeypatch.delenv("CELLBOX_NO_JEDI")
-    assert editor._jedi_enabled() is True or editor._jedi_failed
+    assert editor._jedi_enabled() is True or jedi_bridge.failed()
 
 
 def test_missing_jedi_falls_back(ns, monkeypatch):
     monkeypatch.setattr(editor, "USE_JEDI", None)
     monkeypatch.delenv("CELLBOX_NO_JEDI", raising=False)
-    monkeypatch.setattr(editor, "_jedi", None)
-    monkeypatch.setattr(editor, "_jedi_failed", False)
+    monkeypatch.setattr(jedi_bridge, "_jedi", None)
+    monkeypatch.setattr(jedi_bridge, "_failed", False)
     monkeypatch.setitem(sys.modules, "jedi", None)  # "import jedi" raises ImportError
     assert complete(ns, "unknown_function(my_v")[0] == ["my_value", "my_variable"]  # jedi was asked
-    assert editor._jedi_failed and not editor._jedi_enabled()
+    assert jedi_bridge.failed() and not editor._jedi_enabled()
     assert complete(ns, "sneaky.me")[0] == ["method"]
 
 
@@ -449,32 +449,32 @@ def test_slow_jedi_is_abandoned_within_the_budget(ns, monkeypatch):
         release.wait(30)
         return ["from_slow_jedi"], 0
 
-    monkeypatch.setattr(editor, "_load_jedi", lambda: None)
-    monkeypatch.setattr(editor, "_jedi_complete", slow)
+    monkeypatch.setattr(jedi_bridge, "_load", lambda: None)
+    monkeypatch.setattr(jedi_bridge, "complete", slow)
     try:
         code = "unknown_function(my_v"  # the callee is unknown: jedi is asked
         matches, _, _ = editor.completions(ns, code, len(code), budget=0.05)
         assert matches == ["my_value", "my_variable"]  # ours alone
-        assert entered.is_set() and editor._jedi_busy.locked()
+        assert entered.is_set() and jedi_bridge.busy()
         # while the late call runs, later requests do not wait for it or start another
         matches, _, _ = editor.completions(ns, code, len(code), budget=30)
         assert matches == ["my_value", "my_variable"]
     finally:
         release.set()
-    assert editor._jedi_busy.acquire(timeout=10)  # the late call finished and let go
-    editor._jedi_busy.release()
+    assert jedi_bridge._busy.acquire(timeout=10)  # the late call finished and let go
+    jedi_bridge._busy.release()
 
 
 def test_jedi_is_asked_only_when_the_live_objects_cannot_answer(ns, monkeypatch):
     monkeypatch.setattr(editor, "USE_JEDI", True)
-    monkeypatch.setattr(editor, "_load_jedi", lambda: None)
+    monkeypatch.setattr(jedi_bridge, "_load", lambda: None)
     asked: list[str] = []
 
-    def fake(namespace: Any, code: str, cursor: int) -> Any:
+    def fake(namespace: Any, code: str, cursor: int, limit: int) -> Any:
         asked.append(code)
         return [], cursor
 
-    monkeypatch.setattr(editor, "_jedi_complete", fake)
+    monkeypatch.setattr(jedi_bridge, "complete", fake)
     exact = ["pri", "sneaky.me", "os.path.jo", "import o", "from os import pa", "func(ke", "data['al", "data[",
              "await asyncio.sl", "'abc'.up", "xs = [1]\nxs.app"]
     for code in exact:
@@ -489,12 +489,12 @@ def test_jedi_is_asked_only_when_the_live_objects_cannot_answer(ns, monkeypatch)
 
 def test_jedi_errors_fall_back(ns, monkeypatch):
     monkeypatch.setattr(editor, "USE_JEDI", True)
-    monkeypatch.setattr(editor, "_load_jedi", lambda: None)
+    monkeypatch.setattr(jedi_bridge, "_load", lambda: None)
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("jedi bug")
 
-    monkeypatch.setattr(editor, "_jedi_complete", broken)
-    monkeypatch.setattr(editor, "_jedi_inspect", broken)
+    monkeypatch.setattr(jedi_bridge, "complete", broken)
+    monkeypatch.setattr(jedi_bridge, "inspect", broken)
     assert complete(ns, "unknown_function(my_v")[0] == ["my_value", "my_variable"]
     assert inspect_text(ns, "unknown_thing") is None
