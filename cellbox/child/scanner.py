@@ -23,10 +23,11 @@ KEYWORDS = sorted(set(keyword.kwlist) | (set(keyword.softkwlist) - {"_"}))
 
 _TOKEN = re.compile(r"""#[^\n]*|(?:(?<!\w)[rRbBuUfF]{1,2})?(?:'''|\"\"\"|'|")|[()\[\]{}]|\\\r?\n|\n|;""")
 _STRING_END = {
-    "'": re.compile(r"(?:[^'\\\n]|\\.)*('|\n|\Z)", re.DOTALL),
-    '"': re.compile(r'(?:[^"\\\n]|\\.)*("|\n|\Z)', re.DOTALL),
-    "'''": re.compile(r"(?:[^\\]|\\.)*?('''|\Z)", re.DOTALL),
-    '"""': re.compile(r'(?:[^\\]|\\.)*?("""|\Z)', re.DOTALL),
+    # a lone backslash may end the text: the user is in the middle of typing an escape
+    "'": re.compile(r"(?:[^'\\\n]|\\.|\\\Z)*('|\n|\Z)", re.DOTALL),
+    '"': re.compile(r'(?:[^"\\\n]|\\.|\\\Z)*("|\n|\Z)', re.DOTALL),
+    "'''": re.compile(r"(?:[^\\]|\\.|\\\Z)*?('''|\Z)", re.DOTALL),
+    '"""': re.compile(r'(?:[^\\]|\\.|\\\Z)*?("""|\Z)', re.DOTALL),
 }
 _CLOSE = {")": "(", "]": "[", "}": "{"}
 

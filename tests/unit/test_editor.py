@@ -498,3 +498,12 @@ def test_jedi_errors_fall_back(ns, monkeypatch):
     monkeypatch.setattr(jedi_bridge, "inspect", broken)
     assert complete(ns, "unknown_function(my_v")[0] == ["my_value", "my_variable"]
     assert inspect_text(ns, "unknown_thing") is None
+
+
+@pytest.mark.parametrize("text", ["'it\\", '"a\\', "'''x\\", 'd["k\\'])
+def test_text_ending_in_a_backslash_inside_a_string(text):
+    from cellbox.child.scanner import scan
+
+    assert scan(text).string is not None
+    matches, start, end = editor.completions({"d": {"k": 1}}, text, len(text))
+    assert start <= end == len(text)
