@@ -142,6 +142,7 @@ class Host:
         self.cell_id: int | None = None
         self.queue: list[ch.Exec] = []
         self.early_interrupt = False
+        self.reading = False  # True while messages just read are being handled
         import types
 
         # The namespace is a real __main__ module, so pickle and multiprocessing find classes
@@ -202,20 +203,24 @@ class Host:
     def _on_sigint(self, signum: int, frame: object) -> None:
         if self.executor.running:
             self.executor.interrupt("interrupt", frame)
-        elif self.cell_id is not None or self.queue or self.chan.pending or _readable(self.chan.fd):
+        elif self.reading or self.cell_id is not None or self.queue or self.chan.pending or _readable(self.chan.fd):
             # The supervisor interrupted a cell we have not started yet (its Exec is unread or
             # being set up): stop it as soon as it starts.
             self.early_interrupt = True
         # else: a late signal for a cell that already finished; nothing to stop
 
     def _on_readable(self) -> None:
-        msgs = self.chan.pending + self.chan.read_available()
-        self.chan.pending = []
-        for msg in msgs:
-            if msg is None:
-                self.loop.stop()
-                return
-            self._handle(msg)
+        self.reading = True
+        try:
+            msgs = self.chan.pending + self.chan.read_available()
+            self.chan.pending = []
+            for msg in msgs:
+                if msg is None:
+                    self.loop.stop()
+                    return
+                self._handle(msg)
+        finally:
+            self.reading = False
 
     def _handle(self, msg: object) -> None:
         if isinstance(msg, ch.Exec):

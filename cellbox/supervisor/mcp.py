@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cellbox.supervisor.session import Session
 
 HEARTBEAT = 5.0
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 def _schema(tp: Any) -> dict[str, Any]:
@@ -68,12 +69,17 @@ _decoders = {
 
 
 def render_text(result: m.EvalResult) -> str:
-    """The eval result as a person reads it: output, value, traceback, status."""
+    """The eval result as a person reads it: output, displays without an image (their
+    ``text/plain``), value, traceback, status."""
     parts: list[str] = []
     if result.stdout:
         parts.append(result.stdout.rstrip("\n"))
     if result.stderr:
         parts.append(result.stderr.rstrip("\n"))
+    for display in result.displays or []:
+        if not any(mime in display.data for mime in IMAGE_MIMES):  # images become image items
+            text = display.data.get("text/plain")
+            parts.append(text if isinstance(text, str) else f"[display: {', '.join(sorted(display.data))}]")
     if result.value is not None:
         parts.append(result.value.repr)
     if result.error is not None:
@@ -141,7 +147,7 @@ class McpFace:
         progress = _Progress(self.server, token) if token is not None else None
         params = m.EvalParams(session=session.id, code=a.code, timeout=a.timeout)
         pe = self.server.submit_eval(
-            session, ("mcp", req.id), req.id, params, progress.output if progress else None
+            session, ("mcp", req.id), req.id, params, progress.output if progress else None, notify=False
         )
         try:
             if progress is None:
@@ -158,7 +164,7 @@ class McpFace:
         assert result is not None
         content: list[dict[str, Any]] = [_text(render_text(result))]
         for display in result.displays or []:
-            for mime in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+            for mime in IMAGE_MIMES:
                 if mime in display.data:
                     content.append({"type": "image", "data": display.data[mime], "mimeType": mime})
                     break

@@ -262,19 +262,29 @@ class Server:
         return lambda: self._run_request(req, scope)
 
     def submit_eval(
-        self, session: Session, key: Any, request_id: Any, params: m.EvalParams, on_output: Any = None
+        self,
+        session: Session,
+        key: Any,
+        request_id: Any,
+        params: m.EvalParams,
+        on_output: Any = None,
+        *,
+        notify: bool = True,
     ) -> PendingEval:
-        pe = PendingEval(key, request_id, params, on_output)
+        """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered."""
+        pe = PendingEval(key, request_id, params, on_output, notify=notify)
         self._evals[key] = (session, pe)
+
+        def release() -> None:
+            if self._evals.get(key, (None, None))[1] is pe:
+                del self._evals[key]
+
+        pe.on_finish = release
         session.submit(pe)
         return pe
 
     async def _await_eval(self, req: jsonrpc.Request, pe: PendingEval) -> bytes | None:
-        try:
-            await pe.finished.wait()
-        finally:
-            if self._evals.get(pe.key, (None, None))[1] is pe:
-                del self._evals[pe.key]
+        await pe.finished.wait()
         return None if pe.no_reply else jsonrpc.encode_result(req.raw_id, pe.result)
 
     async def _run_request(self, req: jsonrpc.Request, scope: anyio.CancelScope) -> bytes | None:

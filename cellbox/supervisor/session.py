@@ -71,6 +71,8 @@ class PendingEval:
         request_id: Any,
         params: EvalParams,
         on_output: Callable[[str, str], None] | None = None,
+        *,
+        notify: bool = True,
     ) -> None:
         self.key = key
         self.request_id = request_id
@@ -80,6 +82,8 @@ class PendingEval:
         self.finished = anyio.Event()
         self.no_reply = False  # MCP notifications/cancelled: answer nobody
         self.on_output = on_output
+        self.notify = notify  # send session/output and session/display (not for MCP tool calls)
+        self.on_finish: Callable[[], None] | None = None
         self.interrupt_requested = False
 
     def finish(self, result: EvalResult) -> None:
@@ -88,6 +92,8 @@ class PendingEval:
         self.state = "done"
         self.result = result
         self.finished.set()
+        if self.on_finish is not None:
+            self.on_finish()
 
 
 @dataclass
@@ -120,6 +126,7 @@ class Session:
         self._wake = anyio.Event()
         self._run: _Run | None = None
         self._last_request_id: Any = None
+        self._notify_idle = True  # whether output between evals is sent (as the last eval's)
         self._cell_ids = 0
         self._lost: str | None = None  # the child died while idle: the next eval says so
         self._spawn_lock = anyio.Lock()
@@ -183,10 +190,12 @@ class Session:
         elif isinstance(msg, ch.DisplayEvent):
             if self.interp is not None:
                 self.interp.drain()  # output printed before the display goes first
-            rid = run.pe.request_id if run is not None and msg.id == run.cell_id else self._last_request_id
-            if run is not None and run.collect and msg.id == run.cell_id:
+            current = run is not None and msg.id == run.cell_id
+            if current and run.collect:
                 run.displays.append(msg.display)
-            self.server.notify_display(self, rid, msg.display)
+            if run.pe.notify if current else self._notify_idle:
+                rid = run.pe.request_id if current else self._last_request_id
+                self.server.notify_display(self, rid, msg.display)
         elif isinstance(msg, ch.InputRequest):
             if run is not None:
                 self.server.notify_input_request(self, run.pe.request_id, msg.prompt, msg.password)
@@ -194,8 +203,9 @@ class Session:
     def on_output(self, stream: str, data: bytes) -> None:
         run = self._run
         if run is None:
-            text = data.decode("utf-8", "replace")
-            self.server.notify_output(self, self._last_request_id, stream, text)
+            if self._notify_idle:
+                text = data.decode("utf-8", "replace")
+                self.server.notify_output(self, self._last_request_id, stream, text)
             return
         text = run.caps[stream].feed(data)
         if text:
@@ -215,7 +225,8 @@ class Session:
     def _emit(self, run: _Run, stream: str, text: str) -> None:
         if run.collect:
             run.out[stream].append(text)
-        self.server.notify_output(self, run.pe.request_id, stream, text)
+        if run.pe.notify:
+            self.server.notify_output(self, run.pe.request_id, stream, text)
         if run.pe.on_output is not None:
             run.pe.on_output(stream, text)
 
@@ -248,9 +259,11 @@ class Session:
             pe.finish(_dropped("interrupted", "interrupt"))
             self.server.stats.count_eval("interrupted")
             return True
-        if run is None or run.pe is not pe or pe.state != "running":
+        if pe.state != "running":
             return False
         pe.interrupt_requested = True
+        if run is None or run.pe is not pe:
+            return True  # its child is still starting: _execute stops it before it runs
         action = run.ladder.interrupt(time.monotonic())
         if action == "sigint" and self.interp is not None:
             import signal
@@ -331,6 +344,7 @@ class Session:
         params = pe.params
         pe.state = "running"
         self._last_request_id = pe.request_id
+        self._notify_idle = pe.notify
         try:
             interp = await self.ensure_child()
         except SessionStartFailed as exc:
@@ -346,6 +360,10 @@ class Session:
             self.server.stats.count_eval("killed")
             return
         lost, self._lost = self._lost, None
+        if pe.interrupt_requested:  # interrupted while its child was starting: never ran
+            pe.finish(_dropped("interrupted", "interrupt", state_lost=lost is not None))
+            self.server.stats.count_eval("interrupted")
+            return
         timeout = self.settings.timeout if params.timeout is None else params.timeout
         timeout = timeout or None
         count = self.execution_count + 1
