@@ -49,12 +49,19 @@ import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import Raw, UnsetType
 
 from cellbox.protocol import messages as m
-from cellbox.protocol.errors import ERRORS_BY_CODE, CellboxError
+from cellbox.protocol.errors import CellboxError
 from cellbox.protocol.framing import FrameError, LspFramer, NdjsonFramer
-from cellbox.protocol.jsonrpc import encode_notification
+from cellbox.protocol.jsonrpc import (
+    decode_incoming,
+    decode_notification,
+    encode_notification,
+    encode_request,
+    error_from,
+    result_decoder,
+)
 
 __all__ = ["Client", "EvalStream", "Event", "ServerGone", "Session", "connect"]
 
@@ -80,56 +87,6 @@ class ServerGone(CellboxError):
     code = -32099
     default_message = "the cellbox server is gone"
     returncode: int | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Wire codec (the client's side of protocol/jsonrpc.py)
-
-
-class _ErrorObject(msgspec.Struct):
-    code: int
-    message: str = ""
-    data: Any = None
-
-
-class _Incoming(msgspec.Struct):
-    """A reply or a notification from the server; bodies are decoded later, by type."""
-
-    id: int | str | None | UnsetType = UNSET
-    method: str | UnsetType = UNSET
-    params: Raw | UnsetType = UNSET
-    result: Raw | UnsetType = UNSET
-    error: _ErrorObject | UnsetType = UNSET
-
-
-_incoming = msgspec.json.Decoder(_Incoming)
-_encode = msgspec.json.Encoder().encode
-_DECODERS: dict[Any, msgspec.json.Decoder] = {}
-_NOTIFICATIONS = {method: msgspec.json.Decoder(tp) for method, tp in m.SERVER_NOTIFICATIONS.items()}
-_ANY = msgspec.json.Decoder()
-
-
-def _decoder(result_type: Any) -> msgspec.json.Decoder:
-    decoder = _DECODERS.get(result_type)
-    if decoder is None:
-        decoder = _DECODERS[result_type] = msgspec.json.Decoder(result_type)
-    return decoder
-
-
-def _encode_request(request_id: int, method: str, params: Any) -> bytes:
-    if params is None:
-        return b'{"jsonrpc":"2.0","id":%d,"method":%b}' % (request_id, _encode(method))
-    return b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}' % (request_id, _encode(method), _encode(params))
-
-
-def _error(obj: _ErrorObject) -> CellboxError:
-    """The exception for a JSON-RPC error object: the class of its code, else the root."""
-    cls = ERRORS_BY_CODE.get(obj.code)
-    if cls is not None:
-        return cls(obj.message, obj.data)
-    exc = CellboxError(obj.message, obj.data)
-    exc.code = obj.code  # type: ignore[misc]  # an instance attribute for a code we do not know
-    return exc
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -232,10 +189,10 @@ class Client:
         ``cellbox.protocol.messages`` for a typed result. Cancelling the caller sends
         ``$/cancelRequest`` for the request.
         """
-        call = _Call(method, _decoder(result_type))
+        call = _Call(method, result_decoder(result_type))
         request_id = self._register(call)
         try:
-            await self._send(_encode_request(request_id, method, params))
+            await self._send(encode_request(request_id, method, params))
             await call.done.wait()
         except BaseException:
             await self._abandon(request_id)
@@ -390,7 +347,7 @@ class Client:
             log.warning("cellbox client: bad frame from the server: %s", item.message)
             return
         try:
-            msg = _incoming.decode(item)
+            msg = decode_incoming(item)
         except msgspec.DecodeError as exc:
             log.warning("cellbox client: undecodable message from the server: %s", exc)
             return
@@ -403,7 +360,7 @@ class Client:
                 log.warning("cellbox client: the server rejected a message: %s", msg.error)
             return  # the reply to a call its caller abandoned
         if not isinstance(msg.error, UnsetType):
-            call.fail(_error(msg.error))
+            call.fail(error_from(msg.error))
             return
         try:
             call.resolve(call.decoder.decode(msg.result if not isinstance(msg.result, UnsetType) else b"null"))
@@ -411,14 +368,12 @@ class Client:
             call.fail(CellboxError(f"unexpected result for `{call.method}`", data=str(exc)))
 
     def _notification(self, method: str, params: Raw | UnsetType) -> None:
-        raw = params if not isinstance(params, UnsetType) else b"null"
-        decoder = _NOTIFICATIONS.get(method)
         try:
-            value = (decoder or _ANY).decode(raw)
+            value, typed = decode_notification(method, params)
         except msgspec.DecodeError as exc:
             log.warning("cellbox client: bad %s notification: %s", method, exc)
             return
-        if decoder is not None:
+        if typed:
             call = self._calls.get(value.request_id)
             if call is not None and call.events is not None:
                 call.push(value)
@@ -576,8 +531,8 @@ class Session:
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         request_id: int | None = None
         try:
-            request_id = client._register(_Call("session/eval", _decoder(m.EvalResult), events=send))
-            await client._send(_encode_request(request_id, "session/eval", params))
+            request_id = client._register(_Call("session/eval", result_decoder(m.EvalResult), events=send))
+            await client._send(encode_request(request_id, "session/eval", params))
             yield EvalStream(self, request_id, receive)
         finally:
             if request_id is not None:

@@ -22,13 +22,14 @@ import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from cellbox.protocol.errors import (
+    ERRORS_BY_CODE,
     CellboxError,
     InvalidParams,
     InvalidRequest,
     MethodNotFound,
     ParseError,
 )
-from cellbox.protocol.messages import METHODS, NOTIFICATIONS, RequestId
+from cellbox.protocol.messages import METHODS, NOTIFICATIONS, SERVER_NOTIFICATIONS, RequestId
 
 __all__ = [
     "Batch",
@@ -85,7 +86,7 @@ class _Envelope(msgspec.Struct):
 
 class _ErrorObject(msgspec.Struct, omit_defaults=True):
     code: int
-    message: str
+    message: str = ""
     data: Any = None
 
 
@@ -283,3 +284,68 @@ def encode_batch(bodies: list[bytes]) -> bytes:
     if not bodies:
         raise ValueError("an empty batch reply is never sent")
     return b"[%b]" % b",".join(bodies)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client's side: requests out, replies and notifications in.
+
+
+class Incoming(msgspec.Struct):
+    """A reply or a notification from the server; ``result``/``params`` are decoded later,
+    by the type the caller expects."""
+
+    id: int | str | None | UnsetType = UNSET
+    method: str | UnsetType = UNSET
+    params: Raw | UnsetType = UNSET
+    result: Raw | UnsetType = UNSET
+    error: _ErrorObject | UnsetType = UNSET
+
+
+_incoming = msgspec.json.Decoder(Incoming)
+_results: dict[Any, msgspec.json.Decoder] = {}
+_server_notifications = {
+    method: msgspec.json.Decoder(tp) for method, tp in SERVER_NOTIFICATIONS.items()
+}
+_any = msgspec.json.Decoder()
+
+
+def decode_incoming(body: bytes) -> Incoming:
+    """Decode one message from the server (raises ``msgspec.DecodeError`` if it is not one)."""
+    return _incoming.decode(body)
+
+
+def result_decoder(result_type: Any) -> msgspec.json.Decoder:
+    """The decoder for a result of ``result_type`` (built once per type)."""
+    decoder = _results.get(result_type)
+    if decoder is None:
+        decoder = _results[result_type] = msgspec.json.Decoder(result_type)
+    return decoder
+
+
+def decode_notification(method: str, params: Raw | UnsetType) -> tuple[Any, bool]:
+    """``(params, typed)``: the server notifications of PROTOCOL.md as their Structs
+    (``typed`` True), anything else as plain JSON values."""
+    raw = params if not isinstance(params, UnsetType) else b"null"
+    decoder = _server_notifications.get(method)
+    return (decoder or _any).decode(raw), decoder is not None
+
+
+def encode_request(request_id: int, method: str, params: Any) -> bytes:
+    """A request body; ``params`` None is left out."""
+    if params is None:
+        return b'{"jsonrpc":"2.0","id":%d,"method":%b}' % (request_id, _encoder.encode(method))
+    return b'{"jsonrpc":"2.0","id":%d,"method":%b,"params":%b}' % (
+        request_id,
+        _encoder.encode(method),
+        _encoder.encode(params),
+    )
+
+
+def error_from(obj: _ErrorObject) -> CellboxError:
+    """The exception for an error reply: the class of its code, else the root with that code."""
+    cls = ERRORS_BY_CODE.get(obj.code)
+    if cls is not None:
+        return cls(obj.message, obj.data)
+    exc = CellboxError(obj.message, obj.data)
+    exc.code = obj.code  # type: ignore[misc]  # an instance attribute for a code we do not know
+    return exc
