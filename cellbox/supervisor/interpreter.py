@@ -14,7 +14,6 @@ closed only after those tasks have ended, and ``drain`` never reads after ``disp
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -167,7 +166,7 @@ class _Starting:
 
 
 class Interpreter:
-    def __init__(self, session: str, pid: int, chan: socket.socket, out_fd: int, err_fd: int) -> None:
+    def __init__(self, session: str, pid: int, out_fd: int, err_fd: int) -> None:
         self.session = session
         self.pid = pid
         self.python = ""
@@ -176,7 +175,7 @@ class Interpreter:
         self.killed_by: str | None = None
         self.channel_eof = False
         self.rusage: Any = None
-        self._chan = chan
+        self._stream: anyio.abc.SocketStream  # set by launch(); owns the channel socket
         self._fds = {"stdout": out_fd, "stderr": err_fd}
         self._reader = ch.ChannelReader(to_child=False)
         self.listener: Listener = _Starting()
@@ -221,7 +220,9 @@ class Interpreter:
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
         sup_sock.setblocking(False)
-        self = cls(env.get(process.MARKER, ""), pid, sup_sock, out_r, err_r)
+        self = cls(env.get(process.MARKER, ""), pid, out_r, err_r)
+        # A stream keeps the socket registered with the loop (no epoll changes per message).
+        self._stream = await anyio.abc.SocketStream.from_socket(sup_sock)
         reaper.watch(pid, self._exited)
         tg.start_soon(self._run)
         return self
@@ -272,16 +273,14 @@ class Interpreter:
                     os.close(fd)
                 except OSError:
                     pass
-            self._chan.close()
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
 
     async def _read_channel(self) -> None:
         while True:
-            await anyio.wait_readable(self._chan)
             try:
-                data = self._chan.recv(1 << 18)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
+                data = await self._stream.receive(1 << 16)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 data = b""
             if not data:
                 self.channel_eof = True
@@ -341,18 +340,10 @@ class Interpreter:
     # -- writing ---------------------------------------------------------------------------
 
     async def send(self, msg: ch.Msg) -> None:
-        data = memoryview(ch.encode(msg))
-        while data:
-            try:
-                n = self._chan.send(data)
-            except (BlockingIOError, InterruptedError):
-                await anyio.wait_writable(self._chan)
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
-                    return  # the child is gone; its exit is reported through events
-                raise
-            data = data[n:]
+        try:
+            await self._stream.send(ch.encode(msg))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the child is gone; its exit is reported to the listener
 
     def expect_editor_reply(self, msg_id: int, callback: Callable[[Any], None]) -> None:
         self._editor_waiters[msg_id] = callback

@@ -81,6 +81,7 @@ class Server:
         self._stop = anyio.Event()
         self._written = anyio.Event()  # set while everything sent has been written to stdout
         self._written.set()
+        self._out_fd: int | None = None  # set once the writer has prepared stdout
         from cellbox.supervisor import mcp
 
         self.mcp = mcp.McpFace(self)
@@ -178,13 +179,28 @@ class Server:
     # -- output ----------------------------------------------------------------------------
 
     def send(self, body: bytes) -> None:
-        self._out_send.send_nowait(self.framer.frame(body))
+        frame = self.framer.frame(body)
+        if self._written.is_set() and self._out_fd is not None:
+            # Nothing is queued: write now rather than wake the writer task.
+            try:
+                n = os.write(self._out_fd, frame)
+            except BlockingIOError:
+                n = 0
+            except BrokenPipeError:
+                log.info("stdout closed by the client")
+                self._stop.set()
+                return
+            if n == len(frame):
+                return
+            frame = frame[n:]
+        self._out_send.send_nowait(frame)
         if self._written.is_set():
             self._written = anyio.Event()
 
     async def _write_loop(self, fd: int) -> None:
         if _pollable(fd):
             os.set_blocking(fd, False)
+        self._out_fd = fd
         while True:
             chunks = [await self._out_recv.receive()]
             while True:
@@ -238,6 +254,21 @@ class Server:
 
     def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes], None]) -> None:
         assert self._tg is not None
+        if req.method == "session/eval" and not self.shutting_down:
+            # The hot path: no task per eval; the reply goes out when the eval is answered.
+            try:
+                session = self._session(req.params.session)
+            except errors.CellboxError as exc:
+                reply(jsonrpc.encode_error(req.raw_id, exc))
+                return
+            pe = self.submit_eval(session, _key(req.id), req.id, req.params)
+
+            def answer() -> None:
+                if not pe.no_reply:
+                    reply(jsonrpc.encode_result(req.raw_id, pe.result))
+
+            pe.on_finish.append(answer)
+            return
         self._tg.start_soon(self._answer, self._begin(req), reply)
 
     async def _answer(self, pending: Callable[[], Awaitable[bytes | None]], reply: Callable[[bytes], None]) -> None:
@@ -279,7 +310,7 @@ class Server:
             if self._evals.get(key, (None, None))[1] is pe:
                 del self._evals[key]
 
-        pe.on_finish = release
+        pe.on_finish.append(release)
         session.submit(pe)
         return pe
 

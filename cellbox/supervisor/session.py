@@ -83,7 +83,7 @@ class PendingEval:
         self.no_reply = False  # MCP notifications/cancelled: answer nobody
         self.on_output = on_output
         self.notify = notify  # send session/output and session/display (not for MCP tool calls)
-        self.on_finish: Callable[[], None] | None = None
+        self.on_finish: list[Callable[[], None]] = []  # called once, when answered
         self.interrupt_requested = False
 
     def finish(self, result: EvalResult) -> None:
@@ -92,8 +92,8 @@ class PendingEval:
         self.state = "done"
         self.result = result
         self.finished.set()
-        if self.on_finish is not None:
-            self.on_finish()
+        for callback in self.on_finish:
+            callback()
 
 
 @dataclass
