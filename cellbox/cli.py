@@ -46,11 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--timeout", type=_nonneg_float, default=0.0, help="per-cell timeout, s (0: none)")
 
     sub.add_parser("schema", help="print the JSON Schema of every method")
+    sub.add_parser("bench", help="benchmarks beside Jupyter (from a source checkout; see bench/README.md)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":  # bench passes its own flags on to python -m bench
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return _serve(args)
     if args.command == "schema":
@@ -58,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(schema(), indent=2))
         return 0
+    if args.command == "bench":
+        try:
+            from bench.runner import main as bench_main
+        except ImportError:
+            print("cellbox bench runs from a source checkout: cd into it and run python -m bench", file=sys.stderr)
+            return 2
+        return bench_main(extra)
     if args.command == "console":
         from cellbox.console import run_console
 
