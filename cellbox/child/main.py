@@ -189,6 +189,10 @@ class Host:
     def run(self, python: str) -> None:
         ex = self.executor
         ex.install()
+        from cellbox.child import figures
+        from cellbox.protocol.messages import Display
+
+        figures.install(lambda data: self._emit_display(Display(data=data)))
         signal.signal(signal.SIGINT, self._on_sigint)
         self.loop.add_reader(self.chan.fd, self._on_readable)
         self.chan.send(ch.Hello(pid=os.getpid(), python=python))
@@ -264,6 +268,10 @@ class Host:
             )
 
     def _done(self, done: ch.Done) -> None:
+        if "matplotlib.pyplot" in sys.modules:  # figures the cell left open, as Jupyter shows them
+            from cellbox.child import figures
+
+            figures.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         self.chan.send(done)

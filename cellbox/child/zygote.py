@@ -135,6 +135,7 @@ def main() -> None:
     import cellbox.child.limits  # noqa: F401
     import cellbox.child.richrepr  # noqa: F401
     import cellbox.child.errors  # noqa: F401
+    import cellbox.child.figures  # noqa: F401
 
     # Move everything imported so far out of the collector's reach: a child's collections then
     # never write to these pages, so they stay shared with the zygote (copy-on-write).
