@@ -102,9 +102,12 @@ def _serve(args: argparse.Namespace) -> int:
         warm=max(0, args.warm),
     )
     become_subreaper()
-    start_sentinel()
+    sentinel = start_sentinel()
     # Nothing but protocol bytes may reach stdout: keep the real fd for the server and point
     # Python's sys.stdout at stderr, so a stray print in the server cannot corrupt the stream.
     out_fd = os.dup(1)
     sys.stdout = sys.stderr
-    return anyio.run(Server(options).serve, 0, out_fd)
+    try:
+        return anyio.run(Server(options).serve, 0, out_fd)
+    finally:
+        sentinel.stop()

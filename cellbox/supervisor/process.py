@@ -60,7 +60,23 @@ def become_subreaper() -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def start_sentinel() -> None:
+class Sentinel:
+    """The supervisor's handle on its sentinel process (see ``start_sentinel``)."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self._fd = fd
+
+    def stop(self) -> None:
+        """At a clean exit: let the sentinel do its last sweep now, and reap it."""
+        os.close(self._fd)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass  # already reaped by the supervisor's reaper
+
+
+def start_sentinel() -> Sentinel:
     """Fork a process that outlives this one to kill whatever it leaves behind.
 
     ``PR_SET_PDEATHSIG`` kills a child when the supervisor dies, even by SIGKILL, but not the
@@ -76,7 +92,7 @@ def start_sentinel() -> None:
     if pid:
         os.close(r)
         os.set_inheritable(w, False)
-        return
+        return Sentinel(pid, w)
     try:
         os.close(w)
         os.setsid()

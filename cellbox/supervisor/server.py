@@ -121,7 +121,7 @@ class Server:
                 await self.pool.close()
                 await self._close_all()
                 if self.zygote is not None:
-                    self.zygote.close()
+                    await self.zygote.close()
                 await self._flush()
             tg.cancel_scope.cancel()
         return self.exit_code

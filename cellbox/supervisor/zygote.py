@@ -41,6 +41,7 @@ class Zygote:
         self.forks = 0
         self._sock: socket.socket | None = None
         self._dead = False
+        self._gone = anyio.Event()  # set when the current zygote process has been reaped
         self._lock = anyio.Lock()
         self._reader = ch.ChannelReader(to_child=False)
 
@@ -101,6 +102,7 @@ class Zygote:
             theirs.close()
         ours.setblocking(False)
         self._sock, self.pid = ours, pid
+        self._gone = anyio.Event()
         self.reaper.watch(pid, self._exited)
         with anyio.fail_after(START_TIMEOUT):
             hello = await self._receive()
@@ -158,6 +160,7 @@ class Zygote:
         self.failures += 1
         self.pid = None
         self._dead = True
+        self._gone.set()
 
     def _reset(self) -> None:
         sock, self._sock = self._sock, None
@@ -166,8 +169,9 @@ class Zygote:
         if sock is not None:
             sock.close()
 
-    def close(self) -> None:
-        """Stop the zygote (children it forked are not affected: they are ours)."""
+    async def close(self) -> None:
+        """Stop the zygote and wait (briefly) until it is reaped; children it forked are not
+        affected: they are the supervisor's."""
         pid = self.pid
         self.failures = MAX_FAILURES
         if self._sock is not None:
@@ -178,6 +182,8 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+            with anyio.move_on_after(2):
+                await self._gone.wait()
 
 
 class WarmPool:
