@@ -41,10 +41,6 @@ log = logging.getLogger("cellbox.supervisor")
 
 
 
-async def _value(body: bytes) -> bytes:
-    return body
-
-
 @dataclass
 class ServeOptions:
     """Server-wide defaults (``cellbox serve`` flags)."""
@@ -170,13 +166,16 @@ class Server:
         elif isinstance(msg, jsonrpc.Notification):
             self._notification(msg)
         elif isinstance(msg, jsonrpc.Request):
-            self._start_request(msg, self.send)
+            self._start_request(msg, self._reply)
         elif isinstance(msg, jsonrpc.Batch):
-            assert self._tg is not None
-            self._tg.start_soon(self._batch, msg)
+            self._batch(msg)
         return False
 
     # -- output ----------------------------------------------------------------------------
+
+    def _reply(self, body: bytes | None) -> None:
+        if body is not None:
+            self.send(body)
 
     def send(self, body: bytes) -> None:
         frame = self.framer.frame(body)
@@ -252,45 +251,25 @@ class Server:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes], None]) -> None:
+    def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes | None], None]) -> None:
+        """Start a request; ``reply`` is called once with its reply body (None: no reply)."""
         assert self._tg is not None
         if req.method == "session/eval" and not self.shutting_down:
-            # The hot path: no task per eval; the reply goes out when the eval is answered.
+            # The hot path: enqueued now, before any await, so evals on a session keep arrival
+            # order; no task per eval: the reply goes out when the eval is answered.
             try:
                 session = self._session(req.params.session)
             except errors.CellboxError as exc:
                 reply(jsonrpc.encode_error(req.raw_id, exc))
                 return
             pe = self.submit_eval(session, _key(req.id), req.id, req.params)
-
-            def answer() -> None:
-                if not pe.no_reply:
-                    reply(jsonrpc.encode_result(req.raw_id, pe.result))
-
-            pe.on_finish.append(answer)
+            pe.on_finish.append(
+                lambda: reply(None if pe.no_reply else jsonrpc.encode_result(req.raw_id, pe.result))
+            )
             return
-        self._tg.start_soon(self._answer, self._begin(req), reply)
-
-    async def _answer(self, pending: Callable[[], Awaitable[bytes | None]], reply: Callable[[bytes], None]) -> None:
-        body = await pending()
-        if body is not None:
-            reply(body)
-
-    def _begin(self, req: jsonrpc.Request) -> Callable[[], Awaitable[bytes | None]]:
-        """Start a request; the returned callable awaits its reply body (None: no reply)."""
-        key = _key(req.id)
-        if req.method == "session/eval" and not self.shutting_down:
-            # Enqueue now, before any await, so evals on a session keep arrival order.
-            try:
-                session = self._session(req.params.session)
-            except errors.CellboxError as exc:
-                body = jsonrpc.encode_error(req.raw_id, exc)
-                return lambda: _value(body)
-            pe = self.submit_eval(session, key, req.id, req.params)
-            return lambda: self._await_eval(req, pe)
         scope = anyio.CancelScope()
-        self._inflight[key] = scope
-        return lambda: self._run_request(req, scope)
+        self._inflight[_key(req.id)] = scope
+        self._tg.start_soon(self._run_request, req, scope, reply)
 
     def submit_eval(
         self,
@@ -314,11 +293,9 @@ class Server:
         session.submit(pe)
         return pe
 
-    async def _await_eval(self, req: jsonrpc.Request, pe: PendingEval) -> bytes | None:
-        await pe.finished.wait()
-        return None if pe.no_reply else jsonrpc.encode_result(req.raw_id, pe.result)
-
-    async def _run_request(self, req: jsonrpc.Request, scope: anyio.CancelScope) -> bytes | None:
+    async def _run_request(
+        self, req: jsonrpc.Request, scope: anyio.CancelScope, reply: Callable[[bytes | None], None]
+    ) -> None:
         key = _key(req.id)
         body: bytes | None = None
         try:
@@ -339,26 +316,31 @@ class Server:
                 del self._inflight[key]
         if key in self._silenced:
             self._silenced.discard(key)
-            return None
-        return body
+            body = None
+        reply(body)
 
-    async def _batch(self, batch: jsonrpc.Batch) -> None:
+    def _batch(self, batch: jsonrpc.Batch) -> None:
+        """Answer a batch with one array once every request in it has its reply."""
         bodies: list[bytes] = []
+        requests = [item for item in batch.items if isinstance(item, jsonrpc.Request)]
+        left = len(requests)
 
-        async def run(pending: Callable[[], Awaitable[bytes | None]]) -> None:
-            body = await pending()
+        def collect(body: bytes | None) -> None:
+            nonlocal left
             if body is not None:
                 bodies.append(body)
+            left -= 1
+            if left == 0 and bodies:
+                self.send(jsonrpc.encode_batch(bodies))
 
-        async with anyio.create_task_group() as tg:
-            for item in batch.items:
-                if isinstance(item, bytes):
-                    bodies.append(item)
-                elif isinstance(item, jsonrpc.Notification):
-                    self._notification(item)
-                else:
-                    tg.start_soon(run, self._begin(item))
-        if bodies:
+        for item in batch.items:
+            if isinstance(item, bytes):
+                bodies.append(item)
+            elif isinstance(item, jsonrpc.Notification):
+                self._notification(item)
+        for req in requests:
+            self._start_request(req, collect)
+        if not requests and bodies:
             self.send(jsonrpc.encode_batch(bodies))
 
     # -- notifications ---------------------------------------------------------------------
