@@ -121,7 +121,7 @@ class McpFace:
             return {"content": [_text(f"session {a.session!r} reset: empty namespace")], "isError": False}
         if params.name == "python_sessions":
             _convert(args, m.EmptyParams)
-            listing = m.SessionListResult(sessions=[s.info() for s in self._open()])
+            listing = m.SessionListResult(sessions=[s.info() for s in self.server.open_sessions()])
             lines = [
                 f"{i.name or i.session}: {i.state}, {i.execution_count} cells, pid {i.pid}" for i in listing.sessions
             ]
@@ -132,11 +132,8 @@ class McpFace:
             }
         raise errors.InvalidParams(data=f"unknown tool {params.name!r}")
 
-    def _open(self) -> list[Session]:
-        return [s for s in self.server.sessions.values() if not s.closed]
-
     async def _session(self, name: str) -> Session:
-        for s in self._open():
+        for s in self.server.open_sessions():
             if s.name == name:
                 return s
         return await self.server.create_session(m.SessionCreateParams(name=name))

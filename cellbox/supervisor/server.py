@@ -22,12 +22,11 @@ import secrets
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import anyio
 import msgspec
 
-from cellbox import __version__
 from cellbox.protocol import channel as ch
 from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
@@ -79,26 +78,10 @@ class Server:
         self._written.set()
         self._out_fd: int | None = None  # set once the writer has prepared stdout
         from cellbox.supervisor import mcp
+        from cellbox.supervisor.methods import Methods
 
         self.mcp = mcp.McpFace(self)
-        self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
-            "initialize": self._initialize,
-            "ping": self._ping,
-            "shutdown": self._shutdown,
-            "server/stats": self._server_stats,
-            "session/create": self._create,
-            "session/list": self._list,
-            "session/close": self._close,
-            "session/restart": self._restart,
-            "session/interrupt": self._interrupt,
-            "session/eval": self._eval,
-            "session/input": self._input,
-            "session/complete": self._complete,
-            "session/inspect": self._inspect,
-            "session/isComplete": self._is_complete,
-            "tools/list": self.mcp.tools_list,
-            "tools/call": self.mcp.tools_call,
-        }
+        self._handlers = Methods(self).table()
 
     # -- main ------------------------------------------------------------------------------
 
@@ -115,7 +98,7 @@ class Server:
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
                 await self.pool.close()
-                await self._close_all()
+                await self.close_all()
                 if self.zygote is not None:
                     await self.zygote.close()
                 await self._flush()
@@ -258,7 +241,7 @@ class Server:
             # The hot path: enqueued now, before any await, so evals on a session keep arrival
             # order; no task per eval: the reply goes out when the eval is answered.
             try:
-                session = self._session(req.params.session)
+                session = self.session(req.params.session)
             except errors.CellboxError as exc:
                 reply(jsonrpc.encode_error(req.raw_id, exc))
                 return
@@ -270,6 +253,17 @@ class Server:
         scope = anyio.CancelScope()
         self._inflight[_key(req.id)] = scope
         self._tg.start_soon(self._run_request, req, scope, reply)
+
+    def open_sessions(self) -> list[Session]:
+        return [s for s in self.sessions.values() if not s.closed]
+
+    def find_eval(self, request_id: Any) -> tuple[Session, PendingEval] | None:
+        """The session and pending eval of a ``session/eval`` request still unanswered."""
+        return self._evals.get(_key(request_id))
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self._handlers)
 
     def submit_eval(
         self,
@@ -372,7 +366,7 @@ class Server:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def _session(self, sid: str) -> Session:
+    def session(self, sid: str) -> Session:
         session = self.sessions.get(sid)
         if session is None or session.closed:
             raise errors.SessionNotFound(data=f"no session {sid!r}")
@@ -397,7 +391,7 @@ class Server:
         )
 
     async def create_session(self, params: m.SessionCreateParams) -> Session:
-        if sum(1 for s in self.sessions.values() if not s.closed) >= self.options.max_sessions:
+        if len(self.open_sessions()) >= self.options.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
@@ -438,117 +432,10 @@ class Server:
         self.sessions.pop(session.id, None)
         self.stats.closed += 1
 
-    async def _close_all(self) -> None:
+    async def close_all(self) -> None:
         async with anyio.create_task_group() as tg:
             for session in list(self.sessions.values()):
                 tg.start_soon(self.close_session, session)
-
-    # -- handlers --------------------------------------------------------------------------
-
-    async def _initialize(self, params: m.InitializeParams, req: Any) -> m.InitializeResult:
-        version = params.protocol_version
-        if version not in m.MCP_VERSIONS:
-            version = m.MCP_VERSIONS[-1]
-        o = self.options
-        return m.InitializeResult(
-            protocol_version=version,
-            server_info=m.ServerInfo(name="cellbox", version=__version__),
-            capabilities={
-                "tools": {},
-                "cellbox": {
-                    "protocol": m.PROTOCOL_VERSION,
-                    "methods": sorted(self._handlers),
-                    "framing": self.framer.kind or "ndjson",
-                    "zygote": self.zygote is not None and self.zygote.enabled,
-                    "limits": {
-                        "timeout": o.timeout,
-                        "killGrace": o.kill_grace,
-                        "memoryMb": o.memory_mb,
-                        "cpuSeconds": o.cpu_seconds,
-                        "outputBytes": o.output_bytes,
-                        "maxSessions": o.max_sessions,
-                    },
-                },
-            },
-            instructions=(
-                "Run Python with the `python` tool. Variables persist between calls in the same "
-                "session; top-level `await` works. Every call has a timeout; the result says whether "
-                "the variables survived (stateLost)."
-            ),
-        )
-
-    async def _ping(self, params: Any, req: Any) -> dict:
-        return {}
-
-    async def _shutdown(self, params: Any, req: Any) -> None:
-        self.shutting_down = True
-        await self._close_all()
-        return None
-
-    async def _server_stats(self, params: Any, req: Any) -> m.ServerStats:
-        return self.stats.snapshot(sum(1 for s in self.sessions.values() if not s.closed))
-
-    async def _create(self, params: m.SessionCreateParams, req: Any) -> m.SessionCreateResult:
-        session = await self.create_session(params)
-        assert session.interp is not None
-        return m.SessionCreateResult(session=session.id, pid=session.interp.pid, python=session.interp.python)
-
-    async def _list(self, params: Any, req: Any) -> m.SessionListResult:
-        return m.SessionListResult(sessions=[s.info() for s in self.sessions.values() if not s.closed])
-
-    async def _close(self, params: m.SessionParams, req: Any) -> None:
-        await self.close_session(self._session(params.session))
-        return None
-
-    async def _restart(self, params: m.SessionParams, req: Any) -> m.SessionRestartResult:
-        session = self._session(params.session)
-        interp = await session.restart()
-        return m.SessionRestartResult(session=session.id, pid=interp.pid)
-
-    async def _interrupt(self, params: m.SessionInterruptParams, req: Any) -> m.SessionInterruptResult:
-        session = self._session(params.session)
-        pe = None
-        if params.request_id is not None:
-            found = self._evals.get(_key(params.request_id))
-            if found is None or found[0] is not session:
-                return m.SessionInterruptResult(interrupted=False)
-            pe = found[1]
-        return m.SessionInterruptResult(interrupted=session.interrupt(pe))
-
-    async def _eval(self, params: m.EvalParams, req: Any) -> Any:
-        raise errors.ShuttingDown()  # evals are started in _start_request; only reached after shutdown
-
-    async def _input(self, params: m.InputParams, req: Any) -> None:
-        session = self._session(params.session)
-        found = self._evals.get(_key(params.request_id))
-        if found is None or found[0] is not session or found[1].state != "running":
-            raise errors.InvalidParams(data=f"no running eval {params.request_id!r} waits for input")
-        if session.interp is not None:
-            await session.interp.send(ch.InputReply(text=params.text))
-        return None
-
-    async def _complete(self, params: m.CodeCursorParams, req: Any) -> m.CompleteResult:
-        session = self._session(params.session)
-        reply = await session.editor_request(ch.Complete, params.code, params.cursor)
-        if reply is None:
-            return m.CompleteResult(matches=[], cursor_start=params.cursor, cursor_end=params.cursor)
-        return m.CompleteResult(matches=reply.matches, cursor_start=reply.cursor_start, cursor_end=reply.cursor_end)
-
-    async def _inspect(self, params: m.CodeCursorParams, req: Any) -> m.InspectResult:
-        session = self._session(params.session)
-        reply = await session.editor_request(ch.Inspect, params.code, params.cursor)
-        if reply is None:
-            return m.InspectResult(found=False)
-        return m.InspectResult(found=reply.found, data=reply.data)
-
-    async def _is_complete(self, params: m.IsCompleteParams, req: Any) -> m.IsCompleteResult:
-        if params.session is not None:
-            self._session(params.session)
-        from cellbox.supervisor.completeness import is_complete
-
-        status, indent = is_complete(params.code)
-        return m.IsCompleteResult(status=status, indent=indent)  # type: ignore[arg-type]
-
 
 def _key(request_id: Any) -> Any:
     """A hashable key for a request id that keeps its type (1 and "1" differ)."""
