@@ -156,7 +156,8 @@ class Zygote:
 
     def _exited(self, status: int, rusage: Any) -> None:
         # Only mark it: a request may be waiting on the socket; ``fork`` resets it.
-        log.warning("zygote %s exited (status %d); it will be replaced", self.pid, status)
+        if self.enabled:  # not when close() stopped it
+            log.warning("zygote %s exited (status %d); it will be replaced", self.pid, status)
         self.failures += 1
         self.pid = None
         self._dead = True
