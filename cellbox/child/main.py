@@ -22,6 +22,19 @@ from cellbox.protocol import channel as ch
 
 CHANNEL_FD = 3
 _HIGH_FD = 200
+#: The exit status of a child whose channel to the supervisor broke under it (``exit 70``).
+CHANNEL_LOST = 70
+
+
+def channel_lost(exc: BaseException) -> None:
+    """The channel is gone while the supervisor lives (user code closed or replaced its
+    descriptor): say so on stderr, which the eval's result carries, and exit."""
+    try:
+        os.write(2, f"\ncellbox: this interpreter lost its channel to the supervisor ({exc}); did the "
+                    "cell close file descriptors it did not open? The session restarts.\n".encode())
+    except OSError:
+        pass
+    os._exit(CHANNEL_LOST)
 
 
 class Channel:
@@ -39,6 +52,8 @@ class Channel:
                 n = os.write(self.fd, data)
             except InterruptedError:
                 continue
+            except OSError as exc:
+                channel_lost(exc)
             data = data[n:]
 
     def read_available(self) -> list[object]:
@@ -47,6 +62,8 @@ class Channel:
             data = os.read(self.fd, 1 << 16)
         except (BlockingIOError, InterruptedError):
             return []
+        except OSError as exc:
+            channel_lost(exc)
         if not data:
             return [None]
         return self.reader.feed(data)

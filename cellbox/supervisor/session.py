@@ -426,7 +426,7 @@ class Session:
                 deadline = min(deadline, eof_at + self.settings.grace)
             if now >= deadline:
                 if run.ladder.expired(now) == "kill" or eof_at is not None:
-                    interp.kill(run.ladder.reason or "exit")
+                    interp.kill(run.ladder.reason or "channel closed")
                     await interp.exited.wait()
                     continue
             run.wake = anyio.Event()

@@ -148,3 +148,12 @@ def test_fork_in_cell(server):
     r = server.eval(sid, "import os\npid = os.fork()\nif pid == 0:\n    print('child')\n    os._exit(0)\nos.waitpid(pid, 0)\n'parent'")
     assert r["value"]["repr"] == "'parent'"
     assert server.eval(sid, "1")["value"]["repr"] == "1"
+
+
+def test_closing_every_descriptor_is_reported_not_hung(server):
+    sid = server.create()
+    server.eval(sid, "x = 1")
+    r = server.eval(sid, "import os\nos.closerange(3, 4096)\n'closed'", timeout=5)
+    assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "exit 70", True)
+    assert "lost its channel to the supervisor" in r["stderr"]
+    assert server.eval(sid, "'x' in globals()")["value"]["repr"] == "False"
