@@ -139,10 +139,16 @@ def main() -> None:
     assert isinstance(cfg, ch.Configure)
     python = ".".join(map(str, sys.version_info[:3]))
     error = _configure(chan, cfg)
-    if error:
+    host = None
+    if error is None:
+        try:
+            host = Host(chan, cfg)
+        except Exception as exc:  # e.g. openFiles or memoryMb too low for the loop itself
+            error = f"the interpreter cannot start under this session's limits: {type(exc).__name__}: {exc}"
+    if host is None:
         chan.send(ch.Hello(pid=os.getpid(), python=python, error=error))
         os._exit(1)
-    Host(chan, cfg).run(python)
+    host.run(python)
 
 
 class Host:

@@ -77,3 +77,15 @@ def test_memory_error_without_limit_is_plain_error(server):
     sid = server.create()
     r = server.eval(sid, "raise MemoryError('pretend')")
     assert r["status"] == "error" and r["error"]["type"] == "MemoryError" and not r["stateLost"]
+
+
+def test_limits_too_low_to_start_are_a_clear_start_failure(server):
+    from tests.harness import RpcError
+
+    with pytest.raises(RpcError) as exc:
+        server.create(limits={"openFiles": 3})
+    assert exc.value.code == -32012
+    assert "cannot start under this session's limits" in exc.value.error["data"]
+    assert "Too many open files" in exc.value.error["data"]
+    sid = server.create()  # the server and its other sessions are fine
+    assert server.eval(sid, "1")["value"]["repr"] == "1"
