@@ -461,7 +461,8 @@ class Session:
         self.server.stats.count_detections(done.counters)
         return EvalResult(
             status=status,  # type: ignore[arg-type]
-            execution_count=None if run.pe.params.silent else done.execution_count,
+            # silent: the count is unchanged, and reported as it stands (Jupyter's reply does)
+            execution_count=self.execution_count if run.pe.params.silent else done.execution_count,
             value=done.value,
             error=done.error,
             stdout=stdout,
@@ -488,7 +489,7 @@ class Session:
                 cause = "cpu" if cpu_limit and interp.cpu_used() >= cpu_limit else "memory"
         return EvalResult(
             status="killed",
-            execution_count=None if run.pe.params.silent else self.execution_count,
+            execution_count=self.execution_count,
             stdout=stdout,
             stderr=stderr,
             displays=run.displays if run.collect else None,

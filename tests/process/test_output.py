@@ -71,7 +71,7 @@ def test_silent(server):
     sid = server.create()
     server.eval(sid, "1")
     r = server.eval(sid, "41 + 1", silent=True)
-    assert r["value"] is None
+    assert r["value"] is None and r["executionCount"] == 1
     r = server.eval(sid, "_")
     assert r["value"]["repr"] == "1" and r["executionCount"] == 2
 
