@@ -123,6 +123,7 @@ class Executor:
             display=richrepr.make_display(emit_display, self.flush, self._repr_limit,
                                           self._note))
         self._cell: _Cell | None = None
+        self._early: str | None = None  # see interrupt_next
         self._loop: asyncio.AbstractEventLoop | None = None
         self._filenames: dict[int, int] = {}
         self._auto_count = 0
@@ -178,6 +179,10 @@ class Executor:
         cell = _Cell(cell_id, execution_count, silent, allow_stdin, timeout, repr_limit,
                      on_done)
         self._cell = cell
+        # Registered first, consumed second: a signal between the two lands on the cell itself.
+        early, self._early = self._early, None
+        if early is not None and cell.pending is None:
+            cell.pending = cell.stopped = early
         try:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
@@ -356,6 +361,12 @@ class Executor:
             return
         if cell.task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_cell, cell, reason)
+
+    def interrupt_next(self, reason: str) -> None:
+        """An interrupt for a cell the host has received but not started yet (its ``start`` is
+        on the way): the next ``start`` stops its cell before user code runs. Safe to call from
+        a signal handler at any point before or during ``start``."""
+        self._early = reason
 
     def handle_escaped(self, exc: BaseException) -> None:
         """Called by whoever runs the loop when ``KeyboardInterrupt`` or ``SystemExit`` escaped

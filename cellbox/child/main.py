@@ -164,8 +164,7 @@ class Host:
         asyncio.set_event_loop(self.loop)
         self.cell_id: int | None = None
         self.queue: list[ch.Exec] = []
-        self.early_interrupt = False
-        self.reading = False  # True while messages just read are being handled
+        self.execs_in_hand = 0  # Exec messages read from the channel and not yet queued
         import types
 
         # The namespace is a real __main__ module, so pickle and multiprocessing find classes
@@ -230,28 +229,31 @@ class Host:
     def _on_sigint(self, signum: int, frame: object) -> None:
         if self.executor.running:
             self.executor.interrupt("interrupt", frame)
-        elif self.reading or self.cell_id is not None or self.queue or self.chan.pending or _readable(self.chan.fd):
-            # The supervisor interrupted a cell we have not started yet (its Exec is unread or
-            # being set up): stop it as soon as it starts.
-            self.early_interrupt = True
+        elif self.cell_id is not None or self.queue or self.execs_in_hand or _readable(self.chan.fd):
+            # The supervisor interrupted a cell we have not started yet (its Exec is unread, in
+            # hand or being set up): the executor stops it as soon as it starts. A signal that
+            # comes when none of these holds is a late one for a cell that already finished
+            # (the supervisor writes an Exec only after the previous Done).
+            self.executor.interrupt_next("interrupt")
         # else: a late signal for a cell that already finished; nothing to stop
 
     def _on_readable(self) -> None:
-        self.reading = True
+        msgs = self.chan.pending + self.chan.read_available()
+        self.chan.pending = []
+        self.execs_in_hand = sum(isinstance(m, ch.Exec) for m in msgs)
         try:
-            msgs = self.chan.pending + self.chan.read_available()
-            self.chan.pending = []
             for msg in msgs:
                 if msg is None:
                     self.loop.stop()
                     return
                 self._handle(msg)
         finally:
-            self.reading = False
+            self.execs_in_hand = 0
 
     def _handle(self, msg: object) -> None:
         if isinstance(msg, ch.Exec):
             self.queue.append(msg)
+            self.execs_in_hand -= 1  # covered by the queue from here on
             if self.cell_id is None:
                 self._next()
         elif isinstance(msg, ch.Complete | ch.Inspect):
@@ -275,10 +277,6 @@ class Host:
         while self.queue and self.cell_id is None:
             msg = self.queue.pop(0)
             self.cell_id = msg.id
-            if self.early_interrupt:
-                self.early_interrupt = False
-                self._done(_interrupted_before_start(msg))
-                continue
             self.executor.start(
                 msg.code,
                 cell_id=msg.id,
@@ -297,8 +295,8 @@ class Host:
             figures.flush()
         sys.stdout.flush()
         sys.stderr.flush()
+        self.cell_id = None  # before Done: a SIGINT from here on is late for this cell
         self.chan.send(done)
-        self.cell_id = None
         if self.queue:
             self.loop.call_soon(self._next)
 
@@ -310,21 +308,6 @@ def _readable(fd: int) -> bool:
         return bool(select.select([fd], [], [], 0)[0])
     except (OSError, ValueError):
         return False
-
-
-def _interrupted_before_start(msg: ch.Exec) -> ch.Done:
-    from cellbox.protocol.messages import ErrorInfo
-
-    return ch.Done(
-        id=msg.id,
-        execution_count=msg.execution_count,
-        error=ErrorInfo(
-            type="KeyboardInterrupt",
-            message="interrupted before the cell started",
-            traceback="KeyboardInterrupt: interrupted before the cell started\n",
-        ),
-        stopped="interrupt",
-    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class _Run:
     displays: list[Display] = field(default_factory=list)
     done: ch.Done | None = None
     wake: anyio.Event = field(default_factory=anyio.Event)
+    sent: bool = False  # the Exec is written: a SIGINT now reaches this cell, not an idle child
 
 
 class Session:
@@ -264,13 +266,15 @@ class Session:
         pe.interrupt_requested = True
         if run is None or run.pe is not pe:
             return True  # its child is still starting: _execute stops it before it runs
-        action = run.ladder.interrupt(time.monotonic())
-        if action == "sigint" and self.interp is not None:
-            import signal
-
-            self.interp.signal(signal.SIGINT)
+        if run.ladder.interrupt(time.monotonic()) == "sigint" and run.sent:
+            self._sigint()
+        # else: _execute signals as soon as the Exec is written
         run.wake.set()
         return True
+
+    def _sigint(self) -> None:
+        if self.interp is not None:
+            self.interp.signal(signal.SIGINT)
 
     def _drop_queued(self, cause: str) -> None:
         while self._queue:
@@ -394,6 +398,9 @@ class Session:
                     repr_limit=limit,
                 )
             )
+            run.sent = True
+            if pe.interrupt_requested:  # asked for while the Exec was being written
+                self._sigint()
             result = await self._await_outcome(interp, run)
         finally:
             self._run = None

@@ -233,3 +233,25 @@ def test_timeout_still_works_after_user_replaced_sigalrm_handler(h):
     h.ok("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)")
     done = h.error("while True: pass", timeout=0.05)
     assert done.error.type == "TimeoutError"
+
+
+# --- an interrupt that arrives before its cell starts ------------------------------------------
+
+def test_interrupt_next_stops_the_next_cell_before_user_code(h):
+    h.ex.interrupt_next("interrupt")
+    done = h.error("ran = True")
+    assert done.error.type == "KeyboardInterrupt" and done.stopped == "interrupt"
+    assert h.value("'ran' in globals()") == "False"
+
+
+def test_interrupt_next_is_consumed_once(h):
+    h.ex.interrupt_next("interrupt")
+    h.error("1")
+    assert h.value("2 + 2") == "4"
+
+
+def test_interrupt_next_cancels_an_awaiting_cell_before_it_runs(h):
+    h.ex.interrupt_next("interrupt")
+    done = h.error("import asyncio\nawait asyncio.sleep(0)\nran = True")
+    assert done.stopped == "interrupt" and done.error.type in ("CancelledError", "KeyboardInterrupt")
+    assert h.value("'ran' in globals()") == "False"
