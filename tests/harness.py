@@ -10,13 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,36 +157,54 @@ class Server:
             raise
 
     def leftovers(self) -> list[int]:
-        """Live processes (not zombies) that carry this server's tag, the server excluded."""
-        marker = f"CELLBOX_TEST_TAG={self.tag}".encode()
-        out = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.proc.pid:
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as f:
-                    if marker not in f.read().split(b"\0"):
-                        continue
-                with open(f"/proc/{name}/stat") as f:
-                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
-            except OSError:
-                continue
-            if state == "Z":
-                continue
-            if self.proc.poll() is None and _comm(name) in _HELPERS:
-                continue  # the server's own helpers (sentinel, zygote, warm children) while it runs
-            out.append(int(name))
-        return out
+        """Live processes of this server, the server itself excluded, and while it runs also
+        its own helpers (sentinel, zygote, warm children)."""
+        running = self.proc.poll() is None
+        return leftovers(
+            self.tag, ignore=lambda pid: pid == self.proc.pid or (running and _comm(str(pid)) in _HELPERS)
+        )
 
     def assert_no_leftovers(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = self.leftovers()
-            if not left:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processes survived: {left}")
-            time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
+        assert_no_leftovers(self.tag, timeout, source=self.leftovers)
+
+
+def leftovers(tag: str, *, ignore: Callable[[int], bool] = lambda pid: False) -> list[int]:
+    """Live (not zombie) processes whose environment carries ``CELLBOX_TEST_TAG=tag``."""
+    marker = f"CELLBOX_TEST_TAG={tag}".encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or ignore(int(name)):
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(int(name))
+    return out
+
+
+def assert_no_leftovers(
+    tag: str,
+    timeout: float = 5.0,
+    *,
+    ignore: Callable[[int], bool] = lambda pid: False,
+    source: Callable[[], list[int]] | None = None,
+) -> None:
+    """Fail if processes carrying ``tag`` are still alive after ``timeout`` seconds."""
+    find = source or (lambda: leftovers(tag, ignore=ignore))
+    deadline = time.monotonic() + timeout
+    while True:
+        left = find()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes survived: {left}")
+        time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
 
 
 _HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm"}

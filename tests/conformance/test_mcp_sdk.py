@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import time
 import uuid
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -25,6 +24,8 @@ import pytest
 mcp = pytest.importorskip("mcp")
 from mcp import ClientSession, StdioServerParameters, types  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
+
+from tests.harness import assert_no_leftovers  # noqa: E402
 
 try:
     from mcp.shared.exceptions import McpError  # mcp 1.x
@@ -53,29 +54,7 @@ def anyio_backend():
 def tag():
     value = uuid.uuid4().hex
     yield value
-    deadline = time.monotonic() + 5
-    while _leftovers(value):
-        assert time.monotonic() < deadline, f"processes survived: {_leftovers(value)}"
-        time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
-
-
-def _leftovers(tag: str) -> list[int]:
-    marker = f"CELLBOX_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if marker not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        found.append(int(name))
-    return found
+    assert_no_leftovers(value)
 
 
 @asynccontextmanager

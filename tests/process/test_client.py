@@ -22,6 +22,7 @@ import cellbox
 from cellbox.client import Client, EvalStream, ServerGone, Session, connect
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from tests.harness import assert_no_leftovers, leftovers
 
 pytestmark = pytest.mark.anyio
 
@@ -47,34 +48,6 @@ async def client(tag):
     async with connect("--kill-grace", "1", env={"CELLBOX_TEST_TAG": tag}) as c:
         yield c
     assert c.returncode == 0
-
-
-def leftovers(tag: str) -> list[int]:
-    """Live (not zombie) processes whose environment carries ``tag``."""
-    marker = f"CELLBOX_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if marker not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(name))
-    return found
-
-
-def assert_no_leftovers(tag: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while leftovers(tag):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes survived: {leftovers(tag)}")
-        time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
 
 
 async def wait_started(events: EvalStream) -> None:

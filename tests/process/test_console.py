@@ -10,11 +10,12 @@ import importlib.util
 import os
 import re
 import sys
-import time
 import uuid
 
 import pexpect
 import pytest
+
+from tests.harness import assert_no_leftovers, leftovers
 
 # pexpect forks the pty child from a threaded pytest (its timeout thread); the child execs at
 # once, so the fork-in-a-threaded-process hazard does not apply.
@@ -23,26 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threade
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROMPT = r"In \[(\d+)\]: "
 MORE = r"\.\.\.: "
-
-
-def leftovers(tag: str) -> list[int]:
-    """Live (not zombie) processes whose environment carries ``tag``."""
-    marker = f"CELLBOX_TEST_TAG={tag}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if marker not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(int(name))
-    return found
 
 
 class Console:
@@ -86,11 +67,7 @@ class Console:
         return self.child.exitstatus
 
     def assert_no_leftovers(self, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while leftovers(self.tag):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"processes survived: {leftovers(self.tag)}")
-            time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
+        assert_no_leftovers(self.tag, timeout)
 
 
 @pytest.fixture
