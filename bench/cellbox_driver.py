@@ -122,19 +122,7 @@ class CellboxServer:
 
     def wait(self, rid: int, on_note: Note | None = None) -> dict:
         """Read until the reply to ``rid`` arrives; return the whole reply message."""
-        msg = self._stash.pop(rid, None)
-        if msg is not None:
-            return msg
-        while True:
-            msg = self.read()
-            mid = msg.get("id")
-            if mid is None and "method" in msg:
-                if on_note is not None:
-                    on_note(msg)
-            elif mid == rid:
-                return msg
-            else:
-                self._stash[mid] = msg
+        return self.wait_any({rid}, on_note)
 
     def wait_any(self, rids: set[int], on_note: Note | None = None) -> dict:
         """Read until a reply to one of ``rids`` arrives (stashed ones first)."""
