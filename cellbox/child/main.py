@@ -293,8 +293,6 @@ class Host:
             from cellbox.child import figures
 
             figures.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
         self.cell_id = None  # before Done: a SIGINT from here on is late for this cell
         self.chan.send(done)
         if self.queue:
