@@ -59,6 +59,14 @@ class Exec(Msg, tag="exec"):
     repr_limit: int = 1 << 20
 
 
+class Interrupt(Msg, tag="interrupt"):
+    """Stop cell ``id`` (an addressed interrupt). The supervisor writes it, then sends SIGINT
+    only as a wake-up for code that does not return to the loop; the child acts on it only
+    while cell ``id`` is running or about to start, so a late one never stops another cell."""
+
+    id: int
+
+
 class InputReply(Msg, tag="input"):
     """The answer to an ``InputRequest``; ``text`` None means end of input."""
 
@@ -142,7 +150,7 @@ class InspectReply(Msg, tag="inspect_reply"):
     data: dict[str, Any] = {}
 
 
-ToChild = Configure | Exec | InputReply | Complete | Inspect | Spawn
+ToChild = Configure | Exec | Interrupt | InputReply | Complete | Inspect | Spawn
 ToSupervisor = Hello | DisplayEvent | InputRequest | Done | CompleteReply | InspectReply | Spawned
 
 _encoder = msgspec.msgpack.Encoder()
