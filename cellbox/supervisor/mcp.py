@@ -146,13 +146,15 @@ class McpFace:
         pe = self.server.submit_eval(
             session, ("mcp", req.id), req.id, params, progress.output if progress else None, notify=False
         )
+        finished = anyio.Event()
+        pe.on_answer.append(lambda ev: finished.set())
         try:
             if progress is None:
-                await pe.finished.wait()
+                await finished.wait()
             else:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(progress.heartbeat, pe)
-                    await pe.finished.wait()
+                    await finished.wait()
                     tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             session.interrupt(pe)  # cancelling the call really stops the code

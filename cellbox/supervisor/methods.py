@@ -95,8 +95,9 @@ class Methods:
     async def create(self, params: m.SessionCreateParams, req: Any) -> m.SessionCreateResult:
         s = self.server
         session = await s.create_session(params)
-        assert session.interp is not None
-        return m.SessionCreateResult(session=session.id, pid=session.interp.pid, python=session.interp.python)
+        child = session.child
+        assert child is not None
+        return m.SessionCreateResult(session=session.id, pid=child.pid, python=child.python)
 
     async def list(self, params: Any, req: Any) -> m.SessionListResult:
         return m.SessionListResult(sessions=[session.info() for session in self.server.open_sessions()])
@@ -109,8 +110,8 @@ class Methods:
     async def restart(self, params: m.SessionParams, req: Any) -> m.SessionRestartResult:
         s = self.server
         session = s.session(params.session)
-        interp = await session.restart()
-        return m.SessionRestartResult(session=session.id, pid=interp.pid)
+        child = await session.restart()
+        return m.SessionRestartResult(session=session.id, pid=child.pid)
 
     async def interrupt(self, params: m.SessionInterruptParams, req: Any) -> m.SessionInterruptResult:
         s = self.server
@@ -130,10 +131,8 @@ class Methods:
         s = self.server
         session = s.session(params.session)
         found = s.find_eval(params.request_id)
-        if found is None or found[0] is not session or found[1].state != "running":
+        if found is None or found[0] is not session or not session.send_input(found[1], params.text):
             raise errors.InvalidParams(data=f"no running eval {params.request_id!r} waits for input")
-        if session.interp is not None:
-            await session.interp.send(ch.InputReply(text=params.text))
         return None
 
     async def complete(self, params: m.CodeCursorParams, req: Any) -> m.CompleteResult:

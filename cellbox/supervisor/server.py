@@ -27,14 +27,15 @@ from typing import Any, Callable
 import anyio
 import msgspec
 
-from cellbox.protocol import channel as ch
 from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
-from cellbox.supervisor.interpreter import Interpreter, Reaper, session_env
-from cellbox.supervisor.session import PendingEval, Session, Settings
+from cellbox.supervisor import machine as mc
+from cellbox.supervisor.child import Reaper
+from cellbox.supervisor.launcher import Launcher
+from cellbox.supervisor.session import Session, Settings, new_eval
 from cellbox.supervisor.stats import Stats
-from cellbox.supervisor.zygote import WarmPool, Zygote
+from cellbox.supervisor.zygote import Zygote
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -63,6 +64,7 @@ class Server:
         self.sessions: dict[str, Session] = {}
         self.reaper = Reaper()
         self.zygote = Zygote(self.reaper) if self.options.zygote else None
+        self.launcher = Launcher(self.reaper, zygote=self.zygote, warm=self.options.warm)
         self.dispatcher = jsonrpc.Dispatcher()
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
@@ -70,9 +72,8 @@ class Server:
         self._out_send, self._out_recv = anyio.create_memory_object_stream[bytes](math.inf)
         self._inflight: dict[Any, anyio.CancelScope] = {}
         self._silenced: set[Any] = set()
-        self._evals: dict[Any, tuple[Session, PendingEval]] = {}
+        self._evals: dict[Any, tuple[Session, mc.Eval]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        self.pool: WarmPool | None = None
         self._stop = anyio.Event()
         self._written = anyio.Event()  # set while everything sent has been written to stdout
         self._written.set()
@@ -93,11 +94,10 @@ class Server:
             tg.start_soon(self._write_loop, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
-            self.pool = WarmPool(self.options.warm, self._launch_warm, tg)
-            self.pool.kick()
+            self.launcher.pool.begin(tg)
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
-                await self.pool.close()
+                await self.launcher.pool.close()
                 await self.close_all()
                 if self.zygote is not None:
                     await self.zygote.close()
@@ -212,24 +212,26 @@ class Server:
     def notify(self, method: str, params: Any) -> None:
         self.send(jsonrpc.encode_notification(method, params))
 
-    def notify_output(self, session: Session, request_id: Any, stream: str, text: str) -> None:
+    # The sessions' outlet (``session.Outlet``).
+
+    def output(self, session: str, request_id: Any, stream: str, text: str) -> None:
         self.notify(
             "session/output",
-            m.OutputNotification(session=session.id, request_id=request_id, stream=stream, text=text),  # type: ignore[arg-type]
+            m.OutputNotification(session=session, request_id=request_id, stream=stream, text=text),  # type: ignore[arg-type]
         )
 
-    def notify_display(self, session: Session, request_id: Any, display: m.Display) -> None:
+    def display(self, session: str, request_id: Any, display: m.Display) -> None:
         self.notify(
             "session/display",
             m.DisplayNotification(
-                session=session.id, request_id=request_id, data=display.data, metadata=display.metadata or None
+                session=session, request_id=request_id, data=display.data, metadata=display.metadata or None
             ),
         )
 
-    def notify_input_request(self, session: Session, request_id: Any, prompt: str, password: bool) -> None:
+    def input_request(self, session: str, request_id: Any, prompt: str, password: bool) -> None:
         self.notify(
             "session/inputRequest",
-            m.InputRequestNotification(session=session.id, request_id=request_id, prompt=prompt, password=password),
+            m.InputRequestNotification(session=session, request_id=request_id, prompt=prompt, password=password),
         )
 
     # -- requests --------------------------------------------------------------------------
@@ -245,10 +247,8 @@ class Server:
             except errors.CellboxError as exc:
                 reply(jsonrpc.encode_error(req.raw_id, exc))
                 return
-            pe = self.submit_eval(session, _key(req.id), req.id, req.params)
-            pe.on_finish.append(
-                lambda: reply(None if pe.no_reply else jsonrpc.encode_result(req.raw_id, pe.result))
-            )
+            ev = self.submit_eval(session, _key(req.id), req.id, req.params)
+            ev.on_answer.append(lambda ev: reply(None if ev.no_reply else jsonrpc.encode_result(req.raw_id, ev.result)))
             return
         scope = anyio.CancelScope()
         self._inflight[_key(req.id)] = scope
@@ -257,7 +257,7 @@ class Server:
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
 
-    def find_eval(self, request_id: Any) -> tuple[Session, PendingEval] | None:
+    def find_eval(self, request_id: Any) -> tuple[Session, mc.Eval] | None:
         """The session and pending eval of a ``session/eval`` request still unanswered."""
         return self._evals.get(_key(request_id))
 
@@ -274,18 +274,20 @@ class Server:
         on_output: Any = None,
         *,
         notify: bool = True,
-    ) -> PendingEval:
-        """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered."""
-        pe = PendingEval(key, request_id, params, on_output, notify=notify)
-        self._evals[key] = (session, pe)
+    ) -> mc.Eval:
+        """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered.
+        Callbacks appended to its ``on_answer`` before it is answered are called then."""
+        ev = new_eval(key, request_id, params, sink=on_output, notify=notify)
+        self._evals[key] = (session, ev)
 
-        def release() -> None:
-            if self._evals.get(key, (None, None))[1] is pe:
+        def release(ev: mc.Eval) -> None:
+            if self._evals.get(key, (None, None))[1] is ev:
                 del self._evals[key]
 
-        pe.on_finish.append(release)
-        session.submit(pe)
-        return pe
+        ev.on_answer.append(release)
+        # Answered at once (a closed session)? Then it must not stay registered.
+        session.submit(ev)
+        return ev
 
     async def _run_request(
         self, req: jsonrpc.Request, scope: anyio.CancelScope, reply: Callable[[bytes | None], None]
@@ -372,24 +374,6 @@ class Server:
             raise errors.SessionNotFound(data=f"no session {sid!r}")
         return session
 
-    async def _launch_warm(self) -> Interpreter:
-        assert self._tg is not None
-        return await Interpreter.launch(
-            tg=self._tg, reaper=self.reaper, env=session_env("", None), zygote=self.zygote
-        )
-
-    async def spawn(self, configure: ch.Configure, env: dict[str, str] | None, session: Session) -> Interpreter:
-        """A configured child for ``session``: a warm one when the session allows it."""
-        assert self._tg is not None
-        warm = self.pool.take() if self.pool is not None and not env else None
-        if warm is not None:
-            full = msgspec.structs.replace(configure, env=session_env(configure.session, env))
-            await warm.configure(full, session)
-            return warm
-        return await Interpreter.start(
-            tg=self._tg, reaper=self.reaper, configure=configure, env=env, listener=session, zygote=self.zygote
-        )
-
     async def create_session(self, params: m.SessionCreateParams) -> Session:
         if len(self.open_sessions()) >= self.options.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
@@ -413,16 +397,18 @@ class Server:
             env=params.env,
         )
         sid = secrets.token_hex(6)
-        session = Session(self, sid, params.name, settings)
+        session = Session(
+            sid, params.name, settings, starter=self.launcher, outlet=self, stats=self.stats, tg=self._tg
+        )
         self.sessions[sid] = session
         try:
-            await session.ensure_child()
+            await session.start()
         except BaseException:
             self.sessions.pop(sid, None)
+            with anyio.CancelScope(shield=True):
+                await session.close("start failed")
             raise
         self.stats.created += 1
-        assert self._tg is not None
-        self._tg.start_soon(session.run)
         return session
 
     async def close_session(self, session: Session, cause: str = "closed") -> None:

@@ -1,50 +1,36 @@
-"""A session: one child interpreter at a time, an ordered queue of evals, honest outcomes.
+"""A session's I/O shell: drives its ``SessionMachine`` and performs the effects.
 
-Theory of operation: ``submit`` appends an eval to the queue; the session's worker task takes
-evals one at a time, makes sure a live child exists (spawning one lazily after a death), sends
-``Exec`` and waits for ``Done``, the child's exit, or the ladder's deadline. Output bytes from
-the child's pipes are routed, as they arrive, to the running eval (capped per stream) or, when
-idle, streamed under the last eval's request id. Interrupts, closes and restarts act on the
-running eval through the child (signal or kill); the worker then reports what happened.
+Theory of operation: every request and every event of the session's children becomes one
+call on the machine with the loop's time, followed by ``_pump``, which performs the effects
+in order: it starts children (a task per start), writes to them, signals and kills them,
+sends notifications and answers. Nothing waits on the common path: an eval on an idle
+session is written to the child from the request reader's own call, and the ``Done`` read
+by the child's channel callback answers it from there. The machine's ``deadline`` is kept
+armed as one loop timer (moved earlier when needed, never woken for later deadlines).
 
-Invariants:
-- every submitted eval is answered exactly once (``PendingEval.finish``), whatever happens;
-- ``stateLost`` is true iff the namespace the eval ran against (or the one the client had
-  before it) is gone: the child was killed or died;
-- a session never blocks another session or the server: all waits are on the loop.
+Invariants: the machine is only called from the loop thread, and ``_pump`` runs until the
+machine has no effects left (effects may feed the machine again: a kill delivers the killed
+child's last output and ``child_killed``); every ``Answer`` calls the eval's ``on_answer``
+callbacks exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import signal
-import time
-from collections import deque
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import anyio
 
 from cellbox.protocol import channel as ch
 from cellbox.protocol.errors import SessionStartFailed
-from cellbox.protocol.messages import (
-    DetectionPolicy,
-    Display,
-    ErrorInfo,
-    EvalParams,
-    EvalResult,
-    Limits,
-    SessionInfo,
-    Truncated,
-)
-from cellbox.supervisor import process
-from cellbox.supervisor.interpreter import Interpreter
-from cellbox.supervisor.ladder import Ladder
-from cellbox.supervisor.output import StreamCap
-
-if TYPE_CHECKING:
-    from cellbox.supervisor.server import Server
+from cellbox.protocol.messages import DetectionPolicy, Display, Limits, SessionInfo
+from cellbox.supervisor import machine as mc
+from cellbox.supervisor.child import Child
+from cellbox.supervisor.stats import Stats
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -63,253 +49,146 @@ class Settings:
     env: dict[str, str] | None
 
 
-class PendingEval:
-    """One ``session/eval`` request from arrival to its one answer."""
+class Outlet(Protocol):
+    """Where a session's notifications go (the server's outbox)."""
 
-    def __init__(
-        self,
-        key: Any,
-        request_id: Any,
-        params: EvalParams,
-        on_output: Callable[[str, str], None] | None = None,
-        *,
-        notify: bool = True,
-    ) -> None:
-        self.key = key
-        self.request_id = request_id
-        self.params = params
-        self.state = "queued"  # queued -> running -> done
-        self.result: EvalResult | None = None
-        self.finished = anyio.Event()
-        self.no_reply = False  # MCP notifications/cancelled: answer nobody
-        self.on_output = on_output
-        self.notify = notify  # send session/output and session/display (not for MCP tool calls)
-        self.on_finish: list[Callable[[], None]] = []  # called once, when answered
-        self.interrupt_requested = False
-
-    def finish(self, result: EvalResult) -> None:
-        if self.state == "done":
-            return
-        self.state = "done"
-        self.result = result
-        self.finished.set()
-        for callback in self.on_finish:
-            callback()
+    def output(self, session: str, request_id: Any, stream: str, text: str) -> None: ...
+    def display(self, session: str, request_id: Any, display: Display) -> None: ...
+    def input_request(self, session: str, request_id: Any, prompt: str, password: bool) -> None: ...
 
 
-@dataclass
-class _Run:
-    """Bookkeeping of the eval the child is running."""
+class Starter(Protocol):
+    async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child: ...
 
-    pe: PendingEval
-    cell_id: int
-    ladder: Ladder
-    started: float
-    caps: dict[str, StreamCap]
-    collect: bool
-    out: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
-    displays: list[Display] = field(default_factory=list)
-    done: ch.Done | None = None
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    sent: bool = False  # the Exec is written: a SIGINT now reaches this cell, not an idle child
+
+class _Listener:
+    """Routes one child's events to the machine, tagged with its generation."""
+
+    __slots__ = ("session", "gen")
+
+    def __init__(self, session: Session, gen: int) -> None:
+        self.session, self.gen = session, gen
+
+    def on_message(self, msg: Any) -> None:
+        s = self.session
+        s.machine.child_message(self.gen, msg, s._loop.time())
+        s._pump()
+
+    def on_output(self, stream: str, data: bytes) -> None:
+        s = self.session
+        s.machine.child_output(self.gen, stream, data, s._loop.time())
+        s._pump()
+
+    def on_channel_closed(self, corrupt: bool) -> None:
+        s = self.session
+        s.machine.channel_closed(self.gen, corrupt, s._loop.time())
+        s._pump()
+
+    def on_exit(self, status: int, cpu_used: float) -> None:
+        s = self.session
+        s.machine.child_exited(self.gen, status, s._loop.time(), cpu_used)
+        s.children.pop(self.gen, None)
+        s._pump()
 
 
 class Session:
-    def __init__(self, server: Server, sid: str, name: str | None, settings: Settings) -> None:
-        self.server = server
+    def __init__(self, sid: str, name: str | None, settings: Settings, *, starter: Starter, outlet: Outlet,
+                 stats: Stats, tg: Any) -> None:
         self.id = sid
         self.name = name
         self.settings = settings
-        self.interp: Interpreter | None = None
-        self.execution_count = 0
         self.created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        self.closed = False
-        self._queue: deque[PendingEval] = deque()
-        self._wake = anyio.Event()
-        self._run: _Run | None = None
-        self._last_request_id: Any = None
-        self._notify_idle = True  # whether output between evals is sent (as the last eval's)
-        self._cell_ids = 0
-        self._lost: str | None = None  # the child died while idle: the next eval says so
-        self._spawn_lock = anyio.Lock()
+        self.machine = mc.SessionMachine(
+            mc.Config(
+                timeout=settings.timeout,
+                grace=settings.grace,
+                output_bytes=settings.output_bytes,
+                cpu_seconds=settings.limits.cpu_seconds,
+            )
+        )
+        self.children: dict[int, Child] = {}
+        self._starter = starter
+        self._outlet = outlet
+        self._stats = stats
+        self._tg = tg
+        self._loop = asyncio.get_running_loop()
+        self._ready: dict[int, anyio.Event] = {}
+        self._start_errors: dict[int, str] = {}
+        self._pumping = False
+        self._alarm_at = math.inf
+        self._alarm: asyncio.TimerHandle | None = None
         self._editor_ids = 0
 
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def state(self) -> str:
-        if self.interp is None or self.interp.status is not None:
-            return "dead"
-        return "busy" if self._run is not None or self._queue else "idle"
+    def closed(self) -> bool:
+        return self.machine.closed is not None
+
+    @property
+    def child(self) -> Child | None:
+        """The live child (None while one starts or when there is none)."""
+        gen = self.machine.live_gen
+        return self.children.get(gen) if gen is not None else None
 
     def info(self) -> SessionInfo:
-        interp = self.interp
+        child = self.child
         return SessionInfo(
             session=self.id,
             name=self.name,
-            state=self.state,  # type: ignore[arg-type]
-            pid=interp.pid if interp is not None and interp.status is None else None,
-            execution_count=self.execution_count,
+            state=self.machine.state.value,  # type: ignore[arg-type]
+            pid=child.pid if child is not None else None,
+            execution_count=self.machine.execution_count,
             created_at=self.created_at,
-            rss_bytes=interp.rss() if interp is not None else None,
+            rss_bytes=child.rss() if child is not None else None,
         )
 
-    # -- child lifecycle -------------------------------------------------------------------
+    # -- requests --------------------------------------------------------------------------
 
-    async def ensure_child(self) -> Interpreter:
-        """A live child for this session, spawning one if there is none (or it died)."""
-        interp = self.interp
-        if interp is not None and interp.status is None and interp.killed_by is None:
-            return interp  # the common case, without taking the lock
-        async with self._spawn_lock:
-            interp = self.interp
-            if interp is not None and interp.status is None and interp.killed_by is None:
-                return interp
-            if interp is not None:
-                self.server.stats.respawned += 1
-                interp.kill(interp.killed_by or "replaced")
-                with anyio.move_on_after(5):
-                    await interp.wait_dispose()
-            s = self.settings
-            configure = ch.Configure(
-                session=self.id,
-                detection=s.detection,
-                ast_cache_size=s.ast_cache_size,
-                limits=s.limits,
-                cwd=s.cwd,
-            )
-            self.interp = await self.server.spawn(configure, s.env, self)
-            return self.interp
+    async def start(self) -> Child:
+        """Start the first child; raises ``SessionStartFailed``."""
+        gen = self.machine.start()
+        self._pump()
+        return await self._until_ready(gen)
 
-    # -- Listener (called by the interpreter) ----------------------------------------------
+    def submit(self, ev: mc.Eval) -> None:
+        self.machine.submit(ev, self._loop.time())
+        self._pump()
 
-    def on_message(self, msg: Any) -> None:
-        run = self._run
-        if isinstance(msg, ch.Done):
-            if run is not None and msg.id == run.cell_id:
-                run.done = msg
-                run.wake.set()
-        elif isinstance(msg, ch.DisplayEvent):
-            if self.interp is not None:
-                self.interp.drain()  # output printed before the display goes first
-            current = run is not None and msg.id == run.cell_id
-            if current and run.collect:
-                run.displays.append(msg.display)
-            if run.pe.notify if current else self._notify_idle:
-                rid = run.pe.request_id if current else self._last_request_id
-                self.server.notify_display(self, rid, msg.display)
-        elif isinstance(msg, ch.InputRequest):
-            if run is not None:
-                self.server.notify_input_request(self, run.pe.request_id, msg.prompt, msg.password)
+    def interrupt(self, ev: mc.Eval | None = None) -> bool:
+        """Interrupt ``ev`` (None: the running eval); True iff one was hit."""
+        hit = self.machine.interrupt(ev, self._loop.time())
+        self._pump()
+        return hit
 
-    def on_output(self, stream: str, data: bytes) -> None:
-        run = self._run
-        if run is None:
-            if self._notify_idle:
-                text = data.decode("utf-8", "replace")
-                self.server.notify_output(self, self._last_request_id, stream, text)
-            return
-        text = run.caps[stream].feed(data)
-        if text:
-            self._emit(run, stream, text)
-
-    def on_eof(self) -> None:
-        if self._run is not None:
-            self._run.wake.set()
-
-    def on_exit(self, status: int) -> None:
-        if self._run is not None:
-            self._run.wake.set()
-        elif not self.closed and self.interp is not None and self.interp.killed_by is None:
-            self._lost = process.exit_cause(status)
-            log.warning("session %s: child died while idle (%s)", self.id, self._lost)
-
-    def _emit(self, run: _Run, stream: str, text: str) -> None:
-        if run.collect:
-            run.out[stream].append(text)
-        if run.pe.notify:
-            self.server.notify_output(self, run.pe.request_id, stream, text)
-        if run.pe.on_output is not None:
-            run.pe.on_output(stream, text)
-
-    # -- queue -----------------------------------------------------------------------------
-
-    def submit(self, pe: PendingEval) -> None:
-        self._queue.append(pe)
-        self._wake.set()
-
-    def find(self, key: Any) -> PendingEval | None:
-        if self._run is not None and self._run.pe.key == key:
-            return self._run.pe
-        for pe in self._queue:
-            if pe.key == key:
-                return pe
-        return None
-
-    def interrupt(self, pe: PendingEval | None = None) -> bool:
-        """Interrupt the running eval (or ``pe``: dropped if queued). True iff one was hit."""
-        run = self._run
-        if pe is None:
-            if run is None:
-                return False
-            pe = run.pe
-        if pe.state == "queued":
-            try:
-                self._queue.remove(pe)
-            except ValueError:
-                return False
-            pe.finish(_dropped("interrupted", "interrupt"))
-            self.server.stats.count_eval("interrupted")
-            return True
-        if pe.state != "running":
-            return False
-        pe.interrupt_requested = True
-        if run is None or run.pe is not pe:
-            return True  # its child is still starting: _execute stops it before it runs
-        if run.ladder.interrupt(time.monotonic()) == "sigint" and run.sent:
-            self._sigint()
-        # else: _execute signals as soon as the Exec is written
-        run.wake.set()
-        return True
-
-    def _sigint(self) -> None:
-        if self.interp is not None:
-            self.interp.signal(signal.SIGINT)
-
-    def _drop_queued(self, cause: str) -> None:
-        while self._queue:
-            pe = self._queue.popleft()
-            pe.finish(_dropped("killed", cause, state_lost=True))
-            self.server.stats.count_eval("killed")
+    def send_input(self, ev: mc.Eval, text: str | None) -> bool:
+        ok = self.machine.send_input(ev, text)
+        self._pump()
+        return ok
 
     async def close(self, cause: str = "closed") -> None:
-        """Kill the child and its descendants; answer every eval; the session is gone."""
-        self.closed = True
-        self._drop_queued(cause)
-        self._wake.set()
-        interp = self.interp
-        if interp is not None:
-            interp.kill(cause)
-            with anyio.CancelScope(shield=True):
-                await interp.wait_dispose()
+        """Answer every eval, kill the child and its descendants, wait (bounded) for the
+        exit; the session is gone."""
+        self.machine.close(cause, self._loop.time())
+        self._pump()
+        if self._alarm is not None:
+            self._alarm.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            for child in list(self.children.values()):
+                await child.exited.wait()
 
-    async def restart(self) -> Interpreter:
+    async def restart(self) -> Child:
         """A fresh child with an empty namespace; running and queued evals get ``restart``."""
-        self._drop_queued("restart")
-        interp = self.interp
-        if interp is not None:
-            interp.kill("restart")
-            await interp.wait_dispose()
-        if self._run is not None:  # let the worker answer the eval the kill stopped
-            await self._run.pe.finished.wait()
-        self.execution_count = 0
-        self._lost = None
-        return await self.ensure_child()
+        gen = self.machine.restart(self._loop.time())
+        self._pump()
+        return await self._until_ready(gen)
 
     async def editor_request(self, kind: type, code: str, cursor: int, wait: float = 5.0) -> Any:
-        """Ask the child to complete or inspect; None if it cannot answer within ``wait`` s
-        (e.g. it is busy in synchronous code)."""
-        interp = await self.ensure_child()
+        """Ask the live child to complete or inspect; None if there is none or it cannot
+        answer within ``wait`` s (e.g. it is busy in synchronous code)."""
+        child = self.child
+        if child is None:
+            return None
         self._editor_ids += 1
         got = anyio.Event()
         box: list[Any] = []
@@ -318,200 +197,128 @@ class Session:
             box.append(msg)
             got.set()
 
-        interp.expect_editor_reply(self._editor_ids, receive)
-        await interp.send(kind(id=self._editor_ids, code=code, cursor=cursor))
+        child.expect_editor_reply(self._editor_ids, receive)
+        child.send(kind(id=self._editor_ids, code=code, cursor=cursor))
         with anyio.move_on_after(wait):
             await got.wait()
         return box[0] if box else None
 
-    # -- worker ----------------------------------------------------------------------------
+    # -- effects ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """The session's worker: evals one at a time, in arrival order, until closed."""
-        while True:
-            while not self._queue and not self.closed:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-            if self.closed:
-                self._drop_queued("closed")
-                return
-            pe = self._queue.popleft()
-            try:
-                await self._execute(pe)
-            except Exception:  # a bug here must not lose the answer or the session
-                log.exception("session %s: internal error in eval", self.id)
-                pe.finish(_dropped("killed", "internal error", state_lost=True))
-                if self.interp is not None:
-                    self.interp.kill("internal error")
-
-    async def _execute(self, pe: PendingEval) -> None:
-        params = pe.params
-        pe.state = "running"
-        self._last_request_id = pe.request_id
-        self._notify_idle = pe.notify
+    def _pump(self) -> None:
+        if self._pumping:
+            return  # the outer pump takes what this call added
+        self._pumping = True
         try:
-            interp = await self.ensure_child()
-        except SessionStartFailed as exc:
-            pe.finish(
-                EvalResult(
-                    status="killed",
-                    execution_count=None,
-                    error=ErrorInfo(type="SessionStartFailed", message=str(exc.data), traceback=""),
-                    state_lost=True,
-                    cause="start failed",
-                )
-            )
-            self.server.stats.count_eval("killed")
-            return
-        lost, self._lost = self._lost, None
-        if pe.interrupt_requested:  # interrupted while its child was starting: never ran
-            pe.finish(_dropped("interrupted", "interrupt", state_lost=lost is not None))
-            self.server.stats.count_eval("interrupted")
-            return
-        timeout = self.settings.timeout if params.timeout is None else params.timeout
-        timeout = timeout or None
-        count = self.execution_count + 1
-        if not params.silent:
-            self.execution_count = count
-        self._cell_ids += 1
-        now = time.monotonic()
-        limit = self.settings.output_bytes
-        run = _Run(
-            pe=pe,
-            cell_id=self._cell_ids,
-            ladder=Ladder(started=now, timeout=timeout, grace=self.settings.grace),
-            started=now,
-            caps={"stdout": StreamCap(limit), "stderr": StreamCap(limit)},
-            collect=params.collect_output,
-        )
-        self._run = run
-        log.debug("session %s: cell %d (request %r) started in pid %d", self.id, count, pe.request_id, interp.pid)
-        try:
-            await interp.send(
-                ch.Exec(
-                    id=run.cell_id,
-                    code=params.code,
-                    execution_count=count,
-                    silent=params.silent,
-                    allow_stdin=params.allow_stdin,
-                    timeout=timeout,
-                    repr_limit=limit,
-                )
-            )
-            run.sent = True
-            if pe.interrupt_requested:  # asked for while the Exec was being written
-                self._sigint()
-            result = await self._await_outcome(interp, run)
+            while effects := self.machine.take():
+                for effect in effects:
+                    self._perform(effect)
         finally:
-            self._run = None
-        if lost and not result.state_lost:
-            result.state_lost = True  # the namespace this eval expected had died while idle
-        self.server.stats.count_eval(result.status)
-        if result.status == "killed" and result.cause:
-            self.server.stats.count_kill(result.cause)
-            log.info("session %s: cell %d (request %r) killed: %s", self.id, count, pe.request_id, result.cause)
+            self._pumping = False
+        self._arm()
+
+    def _perform(self, effect: mc.Effect) -> None:
+        match effect:
+            case mc.Send(gen=gen, msg=msg):
+                child = self.children.get(gen)
+                if child is not None:
+                    child.send(msg)
+            case mc.Output(ev=ev, request_id=rid, stream=stream, text=text):
+                if ev is None or ev.notify:
+                    self._outlet.output(self.id, rid, stream, text)
+                if ev is not None and ev.sink is not None:
+                    ev.sink(stream, text)
+            case mc.Answer(ev=ev, result=result, counters=counters):
+                self._stats.count_eval(result.status)
+                if result.status == "killed" and result.cause:
+                    self._stats.count_kill(result.cause)
+                    log.info("session %s: request %r killed: %s", self.id, ev.request_id, result.cause)
+                if counters:
+                    self._stats.count_detections(counters)
+                for callback in ev.on_answer:
+                    callback(ev)
+            case mc.Wake(gen=gen):
+                child = self.children.get(gen)
+                if child is not None:
+                    child.wake()
+            case mc.Kill(gen=gen):
+                child = self.children.get(gen)
+                if child is not None:
+                    child.kill()
+                    child.drain()  # its last words, for its eval's answer
+                self.machine.child_killed(gen, self._loop.time())
+            case mc.Spawn(gen=gen):
+                if gen > 1:
+                    self._stats.respawned += 1
+                self._ready[gen] = anyio.Event()
+                self._tg.start_soon(self._spawn, gen)
+            case mc.Show(ev=ev, request_id=rid, display=display):
+                if ev is None or ev.notify:
+                    self._outlet.display(self.id, rid, display)
+            case mc.AskInput(ev=ev, prompt=prompt, password=password):
+                if ev.notify:
+                    self._outlet.input_request(self.id, ev.request_id, prompt, password)
+
+    async def _spawn(self, gen: int) -> None:
+        s = self.settings
+        configure = ch.Configure(
+            session=self.id, detection=s.detection, ast_cache_size=s.ast_cache_size, limits=s.limits, cwd=s.cwd
+        )
+        try:
+            child = await self._starter.start(configure, s.env)
+        except SessionStartFailed as exc:
+            self._start_errors[gen] = str(exc.data)
+            self.machine.child_start_failed(gen, str(exc.data), self._loop.time())
+        except Exception as exc:  # a bug must not leave the eval waiting for its child
+            log.exception("session %s: starting a child failed", self.id)
+            self._start_errors[gen] = f"{type(exc).__name__}: {exc}"
+            self.machine.child_start_failed(gen, self._start_errors[gen], self._loop.time())
         else:
-            log.debug("session %s: cell %d (request %r) %s", self.id, count, pe.request_id, result.status)
-        pe.finish(result)
+            self.children[gen] = child
+            child.listener = _Listener(self, gen)
+            self.machine.child_ready(gen, child.pid, child.python, self._loop.time())
+            if child.status is not None:  # it died between its Hello and now
+                child.listener.on_exit(child.status, child.cpu_used)
+        finally:
+            self._pump()
+            self._ready.pop(gen).set()
 
-    async def _await_outcome(self, interp: Interpreter, run: _Run) -> EvalResult:
-        eof_at: float | None = None
-        while True:
-            now = time.monotonic()
-            if run.done is not None:
-                interp.drain()
-                return self._result_from_done(interp, run, run.done)
-            if interp.status is not None:
-                interp.drain()
-                result = self._result_killed(interp, run)
-                interp.dispose()
-                return result
-            deadline = run.ladder.deadline
-            if eof_at is None and interp.killed_by is None and interp.channel_eof:
-                eof_at = now
-            if eof_at is not None:
-                deadline = min(deadline, eof_at + self.settings.grace)
-            if now >= deadline:
-                if run.ladder.expired(now) == "kill" or eof_at is not None:
-                    interp.kill(run.ladder.reason or "channel closed")
-                    await interp.exited.wait()
-                    continue
-            run.wake = anyio.Event()
-            with anyio.move_on_after(max(0.0, deadline - now)):
-                await run.wake.wait()
+    async def _until_ready(self, gen: int) -> Child:
+        event = self._ready.get(gen)
+        if event is not None:
+            await event.wait()
+        child = self.children.get(gen)
+        if child is None or self.machine.live_gen != gen:
+            raise SessionStartFailed(data=self._start_errors.pop(gen, "the child died as it started"))
+        return child
 
-    def _finish_output(self, run: _Run) -> tuple[str | None, str | None, Truncated]:
-        for stream in ("stdout", "stderr"):
-            marker, tail = run.caps[stream].finish()
-            for text in (marker, tail):
-                if text:
-                    self._emit(run, stream, text)
-        truncated = Truncated(stdout=run.caps["stdout"].dropped, stderr=run.caps["stderr"].dropped)
-        if not run.collect:
-            return None, None, truncated
-        return "".join(run.out["stdout"]), "".join(run.out["stderr"]), truncated
+    # -- the clock -------------------------------------------------------------------------
 
-    def _result_from_done(self, interp: Interpreter, run: _Run, done: ch.Done) -> EvalResult:
-        stdout, stderr, truncated = self._finish_output(run)
-        status, cause = "ok", None
-        if done.error is not None:
-            status = "error"
-            if done.stopped == "timeout":
-                status, cause = "timeout", "timeout"
-            elif done.stopped == "interrupt" or (run.pe.interrupt_requested and done.stopped):
-                status, cause = "interrupted", "interrupt"
-        state_lost = False
-        if done.fatal:
-            # The child asked to be replaced (e.g. MemoryError under a memory limit).
-            interp.kill(done.fatal)
-            status, cause, state_lost = "killed", done.fatal, True
-        self.server.stats.count_detections(done.counters)
-        return EvalResult(
-            status=status,  # type: ignore[arg-type]
-            # silent: the count is unchanged, and reported as it stands (Jupyter's reply does)
-            execution_count=self.execution_count if run.pe.params.silent else done.execution_count,
-            value=done.value,
-            error=done.error,
-            stdout=stdout,
-            stderr=stderr,
-            displays=run.displays if run.collect else None,
-            truncated=truncated,
-            warnings=done.warnings,
-            state_lost=state_lost,
-            cause=cause,
-            duration_ms=round((time.monotonic() - run.started) * 1000, 3),
-        )
+    def _arm(self) -> None:
+        deadline = self.machine.deadline
+        if deadline < self._alarm_at:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm_at = deadline
+            self._alarm = self._loop.call_at(deadline, self._on_alarm)
 
-    def _result_killed(self, interp: Interpreter, run: _Run) -> EvalResult:
-        stdout, stderr, truncated = self._finish_output(run)
-        cause = interp.killed_by
-        status = interp.status if interp.status is not None else 0
-        if cause is None:
-            cause = process.exit_cause(status)
-            cpu_limit = self.settings.limits.cpu_seconds
-            if cause == "signal SIGXCPU":
-                cause = "cpu"
-            elif cause == "signal SIGKILL":
-                # A SIGKILL we did not send: the CPU hard limit, or else the kernel's OOM killer.
-                cause = "cpu" if cpu_limit and interp.cpu_used() >= cpu_limit else "memory"
-        return EvalResult(
-            status="killed",
-            execution_count=self.execution_count,
-            stdout=stdout,
-            stderr=stderr,
-            displays=run.displays if run.collect else None,
-            truncated=truncated,
-            state_lost=True,
-            cause=cause,
-            duration_ms=round((time.monotonic() - run.started) * 1000, 3),
-        )
+    def _on_alarm(self) -> None:
+        self._alarm, self._alarm_at = None, math.inf
+        self.machine.tick(self._loop.time())
+        self._pump()
 
 
-def _dropped(status: str, cause: str, *, state_lost: bool = False) -> EvalResult:
-    """The answer for an eval that never ran (dropped from the queue)."""
-    return EvalResult(
-        status=status,  # type: ignore[arg-type]
-        execution_count=None,
-        state_lost=state_lost,
-        cause=cause,
+def new_eval(key: Any, request_id: Any, params: Any, *, sink: Callable[[str, str], None] | None = None,
+             notify: bool = True) -> mc.Eval:
+    """An ``Eval`` for ``session/eval`` params."""
+    return mc.Eval(
+        key=key,
+        request_id=request_id,
+        code=params.code,
+        timeout=params.timeout,
+        silent=params.silent,
+        allow_stdin=params.allow_stdin,
+        collect=params.collect_output,
+        notify=notify,
+        sink=sink,
     )

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellbox.supervisor.output import StreamCap
+from cellbox.supervisor.machine import OutputCap as StreamCap
 
 
 def run(cap, chunks):

@@ -1,0 +1,208 @@
+"""Starting children, in one place: a warm child, a zygote fork, or a fresh interpreter.
+
+Theory of operation: ``Launcher.start`` gives a session a configured child (``Configure``
+sent, ``Hello`` received). It takes a warm child when the session's environment allows it,
+else asks the zygote for a fork, else spawns a fresh interpreter with ``spawn_python``, the
+one ``posix_spawn`` of the supervisor (an empty signal mask, default dispositions, its own
+process group). The rule for what may be forked or pre-warmed is ``forkable``: a session
+whose environment changes how an interpreter starts (``PYTHON*``, ``LD_*``, ``MALLOC_*``)
+always gets a fresh interpreter, and only sessions without ``env`` take warm children.
+
+Invariants: a child that fails to start is killed and reaped before ``SessionStartFailed``
+is raised; at most ``size`` warm children exist; a warm child is handed out once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import anyio
+import msgspec
+
+from cellbox.protocol import channel as ch
+from cellbox.protocol.errors import SessionStartFailed
+from cellbox.supervisor import process
+from cellbox.supervisor.child import Child, Gate, Reaper, _Starting
+
+log = logging.getLogger("cellbox.supervisor")
+
+START_TIMEOUT = 30.0
+SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
+
+
+def spawn_python(module: str, env: dict[str, str], file_actions: list[tuple]) -> int:
+    """``python -c`` running ``module.main()`` in its own process group, with an empty signal
+    mask and default dispositions (a parent that blocks SIGINT must not pass that on)."""
+    return os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-c", process.boot_code(module)],
+        env,
+        file_actions=file_actions,
+        setpgroup=0,
+        setsigdef=SIGDEF,
+        setsigmask=(),
+    )
+
+
+def session_env(session: str, env: dict[str, str] | None) -> dict[str, str]:
+    """The child's environment: the server's, the session's ``env`` over it, and markers."""
+    full = dict(os.environ)
+    full.update(env or {})
+    full[process.MARKER] = session
+    full["CELLBOX_PARENT"] = str(os.getpid())
+    return full
+
+
+def forkable(env: dict[str, str] | None) -> bool:
+    """False if the session's environment changes how an interpreter starts, which a fork of
+    the already-started zygote cannot honour."""
+    return not any(k.startswith(("PYTHON", "LD_", "MALLOC_")) for k in env or ())
+
+
+def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
+    """A fresh interpreter running the child: ``(pid, channel, stdout_r, stderr_r)``."""
+    sup_sock, child_sock = socket.socketpair()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out_w, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+        (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+    ]
+    try:
+        pid = spawn_python("cellbox.child.main", env, actions)
+    except OSError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        sup_sock.close()
+        raise SessionStartFailed(data=f"spawn failed: {exc}") from None
+    finally:
+        for fd in (out_w, err_w):
+            os.close(fd)
+        child_sock.close()
+    return pid, sup_sock, out_r, err_r
+
+
+class Launcher:
+    def __init__(self, reaper: Reaper, *, zygote: Any = None, gate: Gate | None = None, warm: int = 0) -> None:
+        self.reaper = reaper
+        self.zygote = zygote
+        self.gate = gate
+        self.pool = WarmPool(warm, self)
+
+    async def launch(self, env: dict[str, str], *, fork: bool = True) -> Child:
+        """A running child that waits for ``Configure`` (not yet any session's)."""
+        forked = await self.zygote.fork(env) if fork and self.zygote is not None else None
+        pid, sock, out_r, err_r = forked if forked is not None else _spawn_fresh(env)
+        return Child(pid, sock, out_r, err_r, reaper=self.reaper, gate=self.gate,
+                     session=env.get(process.MARKER, ""))
+
+    async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child:
+        """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
+        stderr or its error in ``data``) if it cannot be started, exits, or does not answer
+        within ``START_TIMEOUT``."""
+        full_env = session_env(configure.session, env)
+        child = self.pool.take() if not env else None
+        if child is None:
+            child = await self.launch(full_env, fork=forkable(env))
+        await configure_child(child, msgspec.structs.replace(configure, env=full_env))
+        return child
+
+
+async def configure_child(child: Child, configure: ch.Configure, timeout: float = START_TIMEOUT) -> None:
+    """Send the session's options and wait for ``Hello``. On failure the child is killed and
+    ``SessionStartFailed`` raised."""
+    starting = child.listener
+    assert isinstance(starting, _Starting)
+    child.session = configure.session
+    try:
+        child.send(configure)
+        with anyio.fail_after(timeout):
+            await starting.event.wait()
+        hello = starting.hello
+        if hello is None:
+            with anyio.move_on_after(2):
+                await child.exited.wait()
+            child.drain()
+            why = process.exit_cause(child.status) if child.status is not None else "closed its channel"
+            text = b"".join(starting.stderr).decode("utf-8", "replace").strip()
+            raise SessionStartFailed(data=f"child {why}: {text[-2000:]}")
+        if hello.error:
+            raise SessionStartFailed(data=hello.error)
+        child.python = hello.python
+    except BaseException as exc:
+        child.kill()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await child.exited.wait()
+        child.close()
+        if isinstance(exc, TimeoutError):
+            raise SessionStartFailed(data=f"child did not start within {timeout} s") from None
+        raise
+
+
+class WarmPool:
+    """A few children started ahead of time, waiting for a session's ``Configure``.
+
+    ``take`` hands one out (None if none is ready) and starts a refill in the background, so
+    ``session/create`` costs one ``Configure``/``Hello`` exchange instead of a fork or an
+    interpreter start. Invariant: at most ``size`` warm children exist; dead ones are dropped.
+    """
+
+    def __init__(self, size: int, launcher: Launcher) -> None:
+        self.size = size
+        self._launcher = launcher
+        self._tg: Any = None
+        self._ready: list[Child] = []
+        self._filling = False
+        self._closed = False
+
+    def begin(self, tg: Any) -> None:
+        self._tg = tg
+        self.kick()
+
+    def take(self) -> Child | None:
+        child = None
+        while self._ready and child is None:
+            candidate = self._ready.pop(0)
+            if candidate.status is None:
+                child = candidate
+            else:
+                candidate.close()
+        self.kick()
+        return child
+
+    def kick(self) -> None:
+        if not self._filling and not self._closed and self.size > 0 and self._tg is not None:
+            self._filling = True
+            self._tg.start_soon(self._fill)
+
+    async def _fill(self) -> None:
+        try:
+            while not self._closed and len(self._ready) < self.size:
+                try:
+                    child = await self._launcher.launch(session_env("", None))
+                except Exception as exc:  # noqa: BLE001 - a failed warm start only costs speed
+                    log.warning("could not start a warm child: %s", exc)
+                    return
+                if self._closed:
+                    child.kill()
+                    return
+                self._ready.append(child)
+        finally:
+            self._filling = False
+
+    async def close(self) -> None:
+        self._closed = True
+        ready, self._ready = self._ready, []
+        for child in ready:
+            child.kill()
+        for child in ready:
+            with anyio.move_on_after(5):
+                await child.exited.wait()
+            child.close()
