@@ -9,10 +9,9 @@ stream with callbacks.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -21,13 +20,25 @@ from cellbox.client.connection import Event
 from cellbox.protocol import messages as m
 from cellbox.protocol.errors import CellboxError
 
-if TYPE_CHECKING:
-    from cellbox.client.shell import Client
-
-__all__ = ["EvalStream", "OnInput", "OnOutput", "Session"]
+__all__ = ["Caller", "EvalStream", "OnInput", "OnOutput", "Session"]
 
 OnOutput = Callable[[Event], None | Awaitable[None]]
 OnInput = Callable[[m.InputRequestNotification], str | Awaitable[str]]
+
+
+class Caller(Protocol):
+    """What a ``Session`` needs of the client it calls through; ``Client`` is one.
+
+    ``_stream`` sends a request whose events (then its reply, or its failure as an exception
+    object) arrive on the yielded receive stream, and abandons the call on exit if it has
+    not ended (``$/cancelRequest``).
+    """
+
+    async def call(self, method: str, params: Any = None, *, result_type: Any = Any) -> Any: ...
+
+    def _stream(
+        self, method: str, params: Any, result_type: Any
+    ) -> AbstractAsyncContextManager[tuple[int, MemoryObjectReceiveStream[Any]]]: ...
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -44,7 +55,7 @@ class Session:
     """
 
     def __init__(
-        self, client: Client, session_id: str, *, name: str | None = None, pid: int | None = None, python: str | None = None
+        self, client: Caller, session_id: str, *, name: str | None = None, pid: int | None = None, python: str | None = None
     ) -> None:
         self.client = client
         self.id = session_id
@@ -135,7 +146,6 @@ class Session:
         (``break``, an exception, cancellation) interrupts the code on the server
         (``$/cancelRequest``) and drops the rest. Parameters as for ``eval()``.
         """
-        client = self.client
         params = m.EvalParams(
             session=self.id,
             code=code,
@@ -144,16 +154,8 @@ class Session:
             collect_output=collect_output,
             silent=silent,
         )
-        send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        request_id: int | None = None
-        try:
-            request_id, _ = await client._start("session/eval", params, m.EvalResult, events=send)
+        async with self.client._stream("session/eval", params, m.EvalResult) as (request_id, receive):
             yield EvalStream(self, request_id, receive)
-        finally:
-            if request_id is not None:
-                await client._abandon(request_id)
-            send.close()
-            receive.close()
 
     async def interrupt(self, request_id: int | None = None) -> bool:
         """Interrupt the running eval (or the one named, dropping it if still queued).

@@ -10,6 +10,7 @@ the deadlines. See ``cellbox.client`` for the invariants it keeps.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import site
 import subprocess
@@ -21,7 +22,7 @@ from typing import IO, Any
 import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from cellbox.client.connection import (
     CallFailed,
@@ -225,6 +226,23 @@ class Client:
             await self._abandon(request_id)
             raise
         return request_id, waiter
+
+    @asynccontextmanager
+    async def _stream(
+        self, method: str, params: Any, result_type: Any
+    ) -> AsyncIterator[tuple[int, MemoryObjectReceiveStream[Any]]]:
+        """Send a request whose events, then its reply or failure, come on the yielded stream;
+        abandon it on exit if it has not ended (see ``session.Caller``)."""
+        send, receive = anyio.create_memory_object_stream[Any](math.inf)
+        try:
+            request_id, _ = await self._start(method, params, result_type, events=send)
+            try:
+                yield request_id, receive
+            finally:
+                await self._abandon(request_id)
+        finally:
+            send.close()
+            receive.close()
 
     async def _write(self, data: bytes) -> None:
         try:
