@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from bench.runner import ROOT
+from bench.core import ROOT
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from bench import floor, scenarios as sc
 from bench.cellbox_driver import CellboxServer, has_zygote
-from bench.runner import host_info, median
+from bench.core import host_info, median, per_op
 
 pc = time.perf_counter
 KILL_GRACE = 0.3
@@ -153,7 +153,7 @@ def tla_latency() -> tuple[float, str]:
 
 
 def codec() -> tuple[float, str]:
-    from bench.inchild import codec_functions, per_op
+    from bench.inchild import codec_functions
 
     fns = codec_functions()
     a = median(per_op(fns["cellbox"], 100, 50))

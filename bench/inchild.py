@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench.runner import ROOT, Context, Row, Target, median, scenario
+from bench.core import ROOT, Context, Row, Target, median, per_op, scenario
 
 US = 1e6
 # (key, title, bench_executor kind, code, kwargs, target µs from bench_executor.py)
@@ -32,20 +32,6 @@ CELLS = [
     ("await asyncio.sleep(0)", "`await asyncio.sleep(0)`", "async", "await asyncio.sleep(0)", {}, 150),
     ("nocache", "`1+1`, compile cache off", "sync", "1+1", {"ast_cache_size": 0}, None),
 ]
-
-
-def per_op(fn: Callable[[], object], rounds: int, calls: int, ops: int = 1) -> list[float]:
-    """Seconds per operation, one sample per round of ``calls`` calls (after a warm-up), as
-    ``bench_codec.measure`` times them."""
-    for _ in range(calls * 10):
-        fn()
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter_ns()
-        for _ in range(calls):
-            fn()
-        out.append((time.perf_counter_ns() - t0) / (calls * ops) / 1e9)
-    return out
 
 
 # --- the in-child programs (run in a fresh interpreter) ----------------------------------------

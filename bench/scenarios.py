@@ -1,6 +1,6 @@
 """The scenarios, in the order they run. Each measures cellbox (a real ``cellbox serve`` over
 pipes, ``cellbox_driver``) and Jupyter (ipykernel through jupyter_client, ``jupyter_driver``)
-in the same run, and returns table rows of raw samples (see ``runner.Row``).
+in the same run, and returns table rows of raw samples (see ``core.Row``).
 
 1. ``start``: ``session/create`` + the first ``1+1`` result (cold: a fresh interpreter; with
    the zygote: a forked child; the server's default, zygote plus warm pool), against Jupyter's
@@ -24,7 +24,7 @@ import time
 
 from bench import floor
 from bench.cellbox_driver import CellboxServer, has_zygote, serve_help
-from bench.runner import Context, Row, Target, median, scenario
+from bench.core import Context, Row, Target, median, scenario
 
 pc = time.perf_counter
 MS = 1000.0
@@ -638,7 +638,3 @@ def output(ctx: Context) -> list[Row]:
                     higher_is_better=True, peer=False))
     return rows
 
-
-# --- 7, 8. in-process ------------------------------------------------------------------------
-
-from bench import inchild  # noqa: E402,F401  (registers "executor" and "codec" after the others)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from bench.runner import Row, Summary, Target, markdown, median, p99, percentile, ratio
+from bench.core import Row, Summary, Target, median, p99, percentile, ratio
+from bench.runner import markdown
 
 
 def test_median_odd_and_even():
