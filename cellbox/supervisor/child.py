@@ -364,9 +364,9 @@ class Child:
         """Release every descriptor (the process itself is the reaper's)."""
         for pipe in self._pipes.values():
             pipe.close(self._loop)
+        self._stop_channel()
         sock, self._sock = self._sock, None
         if sock is not None:
-            self._stop_channel()
             if self._writes:
                 self._loop.remove_writer(sock.fileno())
                 self._writes.clear()
