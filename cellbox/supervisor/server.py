@@ -10,7 +10,9 @@ writer drains, coalescing frames into as few writes as it can.
 Invariants: every request gets exactly one reply (except one named by MCP's
 ``notifications/cancelled``, which gets none); an exception in a handler becomes -32603 and the
 server keeps running; stdout carries protocol bytes only; on stdin EOF, ``exit``, SIGTERM or
-SIGINT every session is closed (no child or descendant survives) before the process exits.
+SIGINT stdin is no longer read, every request already read is answered (closing the sessions
+answers their evals), and only then is everything closed (no child or descendant survives) and
+the process exits.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from cellbox.supervisor.zygote import WarmPool, Zygote
 
 log = logging.getLogger("cellbox.supervisor")
 
+DRAIN_TIMEOUT = 10.0  # at exit: how long requests already read may take to be answered
 
 
 @dataclass
@@ -72,6 +75,11 @@ class Server:
         self._silenced: set[Any] = set()
         self._evals: dict[Any, tuple[Session, PendingEval]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self.stopping = False  # stdin EOF, ``exit`` or a signal: answering what was read, then exit
+        self._read_scope: anyio.CancelScope | None = None  # the stdin reader's, once it runs
+        self._unanswered = 0  # requests read and not answered yet
+        self._answered = anyio.Event()  # set while ``_unanswered`` is 0
+        self._answered.set()
         self.pool: WarmPool | None = None
         self._stop = anyio.Event()
         self._written = anyio.Event()  # set while everything sent has been written to stdout
@@ -97,13 +105,36 @@ class Server:
             self.pool.kick()
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
-                await self.pool.close()
-                await self.close_all()
-                if self.zygote is not None:
-                    await self.zygote.close()
-                await self._flush()
+                await self._shutdown()
             tg.cancel_scope.cancel()
         return self.exit_code
+
+    async def _shutdown(self) -> None:
+        """Answer every request already read, then close everything.
+
+        Stdin is no longer read. Closing the sessions answers their evals (``killed``, cause
+        ``closed``); a ``session/create`` in flight sees its session closed and answers
+        -32013. Requests still unanswered after ``DRAIN_TIMEOUT`` are cancelled (-32800).
+        The reaper keeps running until the end: a child being killed must be reaped.
+        """
+        self.stopping = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        assert self.pool is not None
+        await self.pool.close()
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            await self.close_all()
+            await self._answered.wait()
+        for scope in list(self._inflight.values()):
+            scope.cancel()
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            await self._answered.wait()
+        if self._unanswered:
+            log.error("%d requests left unanswered at exit", self._unanswered)
+        await self.close_all()
+        if self.zygote is not None:
+            await self.zygote.close()
+        await self._flush()
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -113,6 +144,10 @@ class Server:
                 self._stop.set()
 
     async def _read_loop(self, fd: int) -> None:
+        with anyio.CancelScope() as self._read_scope:
+            await self._read(fd)
+
+    async def _read(self, fd: int) -> None:
         pollable = _pollable(fd)
         while True:
             try:
@@ -237,6 +272,10 @@ class Server:
     def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes | None], None]) -> None:
         """Start a request; ``reply`` is called once with its reply body (None: no reply)."""
         assert self._tg is not None
+        if self.stopping:
+            reply(jsonrpc.encode_error(req.raw_id, errors.ShuttingDown(data="the server is exiting")))
+            return
+        reply = self._counted(reply)
         if req.method == "session/eval" and not self.shutting_down:
             # The hot path: enqueued now, before any await, so evals on a session keep arrival
             # order; no task per eval: the reply goes out when the eval is answered.
@@ -253,6 +292,25 @@ class Server:
         scope = anyio.CancelScope()
         self._inflight[_key(req.id)] = scope
         self._tg.start_soon(self._run_request, req, scope, reply)
+
+    def _counted(self, reply: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
+        """``reply``, counted in ``_unanswered`` until it is called (once)."""
+        self._unanswered += 1
+        if self._answered.is_set():
+            self._answered = anyio.Event()
+        done = False
+
+        def counted(body: bytes | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self._unanswered -= 1
+            if not self._unanswered:
+                self._answered.set()
+            reply(body)
+
+        return counted
 
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
@@ -417,8 +475,12 @@ class Server:
         self.sessions[sid] = session
         try:
             await session.ensure_child()
+            if session.closed:  # the server began to exit while the child started
+                raise errors.ShuttingDown(data="the server is exiting")
         except BaseException:
             self.sessions.pop(sid, None)
+            with anyio.CancelScope(shield=True):
+                await session.close("closed")
             raise
         self.stats.created += 1
         assert self._tg is not None

@@ -201,6 +201,8 @@ class WarmPool:
         self._tg = tg
         self._ready: list[Any] = []
         self._filling = False
+        self._idle = anyio.Event()  # set while no refill runs
+        self._idle.set()
         self._closed = False
 
     def take(self) -> Any:
@@ -217,6 +219,7 @@ class WarmPool:
     def kick(self) -> None:
         if not self._filling and not self._closed and self.size > 0:
             self._filling = True
+            self._idle = anyio.Event()
             self._tg.start_soon(self._fill)
 
     async def _fill(self) -> None:
@@ -227,15 +230,16 @@ class WarmPool:
                 except Exception as exc:  # noqa: BLE001 - a failed warm start only costs speed
                     log.warning("could not start a warm child: %s", exc)
                     return
-                if self._closed:
-                    interp.kill("closed")
-                    return
                 self._ready.append(interp)
         finally:
             self._filling = False
+            self._idle.set()
 
     async def close(self) -> None:
+        """Kill every warm child and wait until they are reaped (a refill under way is
+        awaited first, so no child it starts is left behind)."""
         self._closed = True
+        await self._idle.wait()
         ready, self._ready = self._ready, []
         for interp in ready:
             interp.kill("closed")
