@@ -4,8 +4,9 @@ Theory of operation: one anyio task group holds the stdin reader, the stdout wri
 reaper, one worker per session and one task per request. The reader feeds bytes to the framer
 and each body to the dispatcher (``protocol/``); requests become tasks, so a slow request never
 delays another; ``session/eval`` enqueues on its session *before* its first await, so evals on
-one session keep arrival order. Every reply and notification goes through ``_out``, a queue the
-writer drains, coalescing frames into as few writes as it can.
+one session keep arrival order. Every reply and notification goes through ``outbox``
+(``outbox.py``): written at once when nothing is queued, else queued for its writer task, with a
+high-water mark that the readers of the children's output pipes respect.
 
 Invariants: every request gets exactly one reply (except one named by MCP's
 ``notifications/cancelled``, which gets none); an exception in a handler becomes -32603 and the
@@ -18,11 +19,9 @@ the process exits.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import signal
-import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,6 +33,7 @@ from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
 from cellbox.supervisor.interpreter import Interpreter, Reaper, session_env
+from cellbox.supervisor.outbox import Outbox, pollable
 from cellbox.supervisor.session import PendingEval, Session, Settings
 from cellbox.supervisor.stats import Stats
 from cellbox.supervisor.zygote import WarmPool, Zygote
@@ -70,7 +70,6 @@ class Server:
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
         self.exit_code = 0
-        self._out_send, self._out_recv = anyio.create_memory_object_stream[bytes](math.inf)
         self._inflight: dict[Any, anyio.CancelScope] = {}
         self._silenced: set[Any] = set()
         self._evals: dict[Any, tuple[Session, PendingEval]] = {}
@@ -82,9 +81,9 @@ class Server:
         self._answered.set()
         self.pool: WarmPool | None = None
         self._stop = anyio.Event()
-        self._written = anyio.Event()  # set while everything sent has been written to stdout
-        self._written.set()
-        self._out_fd: int | None = None  # set once the writer has prepared stdout
+        #: Replies and notifications on their way to stdout. Readers of the children's output
+        #: pipes await ``outbox.wait_writable()`` before each read (back-pressure).
+        self.outbox = Outbox(on_broken=self._stop.set)
         from cellbox.supervisor import mcp
         from cellbox.supervisor.methods import Methods
 
@@ -98,7 +97,7 @@ class Server:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self.reaper.run)
-            tg.start_soon(self._write_loop, stdout)
+            tg.start_soon(self.outbox.run, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
             self.pool = WarmPool(self.options.warm, self._launch_warm, tg)
@@ -148,10 +147,10 @@ class Server:
             await self._read(fd)
 
     async def _read(self, fd: int) -> None:
-        pollable = _pollable(fd)
+        can_poll = pollable(fd)
         while True:
             try:
-                if pollable:
+                if can_poll:
                     await anyio.wait_readable(fd)
                     data = os.read(fd, 1 << 16)
                 else:
@@ -196,53 +195,12 @@ class Server:
             self.send(body)
 
     def send(self, body: bytes) -> None:
-        frame = self.framer.frame(body)
-        if self._written.is_set() and self._out_fd is not None:
-            # Nothing is queued: write now rather than wake the writer task.
-            try:
-                n = os.write(self._out_fd, frame)
-            except BlockingIOError:
-                n = 0
-            except BrokenPipeError:
-                log.info("stdout closed by the client")
-                self._stop.set()
-                return
-            if n == len(frame):
-                return
-            frame = frame[n:]
-        self._out_send.send_nowait(frame)
-        if self._written.is_set():
-            self._written = anyio.Event()
-
-    async def _write_loop(self, fd: int) -> None:
-        if _pollable(fd):
-            os.set_blocking(fd, False)
-        self._out_fd = fd
-        while True:
-            chunks = [await self._out_recv.receive()]
-            while True:
-                try:
-                    chunks.append(self._out_recv.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            data = memoryview(b"".join(chunks))
-            while data:
-                try:
-                    data = data[os.write(fd, data) :]
-                except BlockingIOError:
-                    await anyio.wait_writable(fd)
-                except BrokenPipeError:
-                    log.info("stdout closed by the client")
-                    self._stop.set()
-                    self._written.set()
-                    return
-            if not self._out_recv.statistics().current_buffer_used:
-                self._written.set()
+        """Frame ``body`` and send it (see ``Outbox.send``: never blocks, never drops)."""
+        self.outbox.send(self.framer.frame(body))
 
     async def _flush(self) -> None:
         """Wait (a bounded time) until every queued message has been written."""
-        with anyio.move_on_after(2):
-            await self._written.wait()
+        await self.outbox.flush(2.0)
 
     def notify(self, method: str, params: Any) -> None:
         self.send(jsonrpc.encode_notification(method, params))
@@ -503,10 +461,3 @@ def _key(request_id: Any) -> Any:
     """A hashable key for a request id that keeps its type (1 and "1" differ)."""
     return (type(request_id).__name__, request_id)
 
-
-def _pollable(fd: int) -> bool:
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
