@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import anyio
 
-    from cellbox.supervisor.process import become_subreaper, start_sentinel
+    from cellbox.supervisor.process import become_subreaper, clear_signal_mask, start_sentinel
     from cellbox.supervisor.server import ServeOptions, Server
 
     logging.basicConfig(
@@ -101,6 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         zygote=not args.no_zygote,
         warm=max(0, args.warm),
     )
+    clear_signal_mask()  # a parent's blocked SIGINT would make every interrupt a kill
     become_subreaper()
     sentinel = start_sentinel()
     # Nothing but protocol bytes may reach stdout: keep the real fd for the server and point

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from cellbox.protocol import channel as ch
-from cellbox.supervisor.process import boot_code
+from cellbox.supervisor.process import SPAWN_SIGDEF, boot_code
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -96,7 +96,8 @@ class Zygote:
                     (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
                 ],
                 setpgroup=0,
-                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP),
+                setsigdef=SPAWN_SIGDEF,
+                setsigmask=(),
             )
         finally:
             theirs.close()

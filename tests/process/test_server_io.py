@@ -76,3 +76,35 @@ def test_sigterm_answers_a_running_eval():
     result = server.reply(1, timeout=5)["result"]
     assert (result["status"], result["cause"]) == ("killed", "closed")
     server.assert_no_leftovers()
+
+
+def _sigblk(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.parametrize("mode", ZYGOTE_MODES)
+def test_a_parent_blocking_sigint_does_not_turn_interrupts_into_kills(mode):
+    # The mask is per thread and inherited through fork/exec: block SIGINT while this thread
+    # starts the server, as a parent that blocks it would.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        server = Server("--kill-grace", "5", *mode)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    try:
+        sid = server.create()
+        assert _sigblk(server.proc.pid) == 0
+        rid = server.send("session/eval", {"session": sid, "code": "print('in', flush=True)\nimport time\ntime.sleep(30)"})
+        server.wait_for(lambda: "in" in server.outputs(rid), timeout=20)
+        start = time.monotonic()
+        server.call("session/interrupt", {"session": sid})
+        result = server.reply(rid, timeout=10)["result"]
+        assert (result["status"], result["stateLost"]) == ("interrupted", False), result
+        assert time.monotonic() - start < 2.5  # well under the 5 s kill grace
+    finally:
+        assert server.close() == 0
+        server.assert_no_leftovers()
