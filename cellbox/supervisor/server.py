@@ -100,6 +100,8 @@ class Server:
             tg.start_soon(self.outbox.run, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
+            if self.zygote is not None:
+                self.zygote.start(tg)
             self.pool = WarmPool(self.options.warm, self._launch_warm, tg)
             self.pool.kick()
             await self._stop.wait()

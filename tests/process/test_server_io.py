@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Server, _k
+from tests.harness import Server, _comm, _k
 
 ZYGOTE_MODES = [pytest.param((), id="zygote"), pytest.param(("--no-zygote",), id="no-zygote")]
 
@@ -105,6 +105,47 @@ def test_a_parent_blocking_sigint_does_not_turn_interrupts_into_kills(mode):
         result = server.reply(rid, timeout=10)["result"]
         assert (result["status"], result["stateLost"]) == ("interrupted", False), result
         assert time.monotonic() - start < 2.5  # well under the 5 s kill grace
+    finally:
+        assert server.close() == 0
+        server.assert_no_leftovers()
+
+
+def _zygotes(server: Server) -> list[int]:
+    """Live ``cellbox-zygote`` processes among the server's children."""
+    out = []
+    for tid in os.listdir(f"/proc/{server.proc.pid}/task"):
+        with open(f"/proc/{server.proc.pid}/task/{tid}/children") as f:
+            out += [int(p) for p in f.read().split() if _comm(p) == "cellbox-zygote"]
+    return out
+
+
+def _poll(predicate, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
+
+
+def test_a_stopped_zygote_is_replaced_and_creates_stay_fast():
+    server = Server("--warm", "0")
+    try:
+        first = server.create()
+        (old,) = _poll(lambda: _zygotes(server), 10)
+        os.kill(old, signal.SIGSTOP)
+        for _ in range(3):
+            start = time.monotonic()
+            sid = server.create()
+            assert time.monotonic() - start < 2.5, server.stderr_text()[-2000:]
+            assert server.eval(sid, "6 * 7")["value"]["repr"] == "42"
+        (new,) = _poll(lambda: [p for p in _zygotes(server) if p != old], 10)
+        # The replacement serves: a child it forks has the server as parent and runs cells.
+        sid = server.create()
+        assert server.eval(sid, "import os; os.getppid()")["value"]["repr"] == str(server.proc.pid)
+        assert server.eval(first, "1 + 1")["value"]["repr"] == "2"
+        assert old not in _zygotes(server)
     finally:
         assert server.close() == 0
         server.assert_no_leftovers()
