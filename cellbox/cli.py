@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -58,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "schema":
+        import json
+
         from cellbox.protocol.schema import schema
 
         print(json.dumps(schema(), indent=2))

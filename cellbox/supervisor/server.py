@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 import msgspec
@@ -34,13 +33,17 @@ from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
 from cellbox.supervisor.interpreter import Interpreter, Reaper, session_env
 from cellbox.supervisor.outbox import Outbox, pollable
-from cellbox.supervisor.session import PendingEval, Session, Settings
 from cellbox.supervisor.stats import Stats
 from cellbox.supervisor.zygote import WarmPool, Zygote
+
+if TYPE_CHECKING:  # imported when first used: ``initialize`` must not wait for them
+    from cellbox.supervisor.mcp import McpFace
+    from cellbox.supervisor.session import PendingEval, Session
 
 log = logging.getLogger("cellbox.supervisor")
 
 DRAIN_TIMEOUT = 10.0  # at exit: how long requests already read may take to be answered
+HELPERS_DELAY = 0.2  # s after start: the zygote and warm pool start even if no request came
 
 
 @dataclass
@@ -84,10 +87,10 @@ class Server:
         #: Replies and notifications on their way to stdout. Readers of the children's output
         #: pipes await ``outbox.wait_writable()`` before each read (back-pressure).
         self.outbox = Outbox(on_broken=self._stop.set)
-        from cellbox.supervisor import mcp
+        self._helpers_started = False  # the zygote and the warm pool (see ``_start_helpers``)
         from cellbox.supervisor.methods import Methods
 
-        self.mcp = mcp.McpFace(self)
+        self.mcp = _LazyMcp(self)
         self._handlers = Methods(self).table()
 
     # -- main ------------------------------------------------------------------------------
@@ -100,15 +103,30 @@ class Server:
             tg.start_soon(self.outbox.run, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
-            if self.zygote is not None:
-                self.zygote.start(tg)
             self.pool = WarmPool(self.options.warm, self._launch_warm, tg)
-            self.pool.kick()
+            tg.start_soon(self._start_helpers_soon)
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
             tg.cancel_scope.cancel()
         return self.exit_code
+
+    def _start_helpers(self) -> None:
+        """Start the zygote and fill the warm pool, in the background; called once, when the
+        first reply has been written (so starting them does not slow it down) or when a
+        child is first needed, whichever comes first."""
+        if self._helpers_started or self.stopping:
+            return
+        self._helpers_started = True
+        assert self._tg is not None and self.pool is not None
+        if self.zygote is not None:
+            self.zygote.start(self._tg)
+        self.pool.kick()
+
+    async def _start_helpers_soon(self) -> None:
+        """Start the helpers after ``HELPERS_DELAY`` even if the client stays silent."""
+        await anyio.sleep(HELPERS_DELAY)
+        self._start_helpers()
 
     async def _shutdown(self) -> None:
         """Answer every request already read, then close everything.
@@ -199,6 +217,8 @@ class Server:
     def send(self, body: bytes) -> None:
         """Frame ``body`` and send it (see ``Outbox.send``: never blocks, never drops)."""
         self.outbox.send(self.framer.frame(body))
+        if not self._helpers_started:
+            self._start_helpers()
 
     async def _flush(self) -> None:
         """Wait (a bounded time) until every queued message has been written."""
@@ -294,6 +314,8 @@ class Server:
         notify: bool = True,
     ) -> PendingEval:
         """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered."""
+        from cellbox.supervisor.session import PendingEval
+
         pe = PendingEval(key, request_id, params, on_output, notify=notify)
         self._evals[key] = (session, pe)
 
@@ -399,6 +421,7 @@ class Server:
     async def spawn(self, configure: ch.Configure, env: dict[str, str] | None, session: Session) -> Interpreter:
         """A configured child for ``session``: a warm one when the session allows it."""
         assert self._tg is not None
+        self._start_helpers()
         warm = self.pool.take() if self.pool is not None and not env else None
         if warm is not None:
             full = msgspec.structs.replace(configure, env=session_env(configure.session, env))
@@ -409,6 +432,8 @@ class Server:
         )
 
     async def create_session(self, params: m.SessionCreateParams) -> Session:
+        from cellbox.supervisor.session import Session, Settings
+
         if len(self.open_sessions()) >= self.options.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
         if params.cwd is not None and not os.path.isdir(params.cwd):
@@ -430,7 +455,7 @@ class Server:
             cwd=params.cwd,
             env=params.env,
         )
-        sid = secrets.token_hex(6)
+        sid = os.urandom(6).hex()
         session = Session(self, sid, params.name, settings)
         self.sessions[sid] = session
         try:
@@ -463,3 +488,27 @@ def _key(request_id: Any) -> Any:
     """A hashable key for a request id that keeps its type (1 and "1" differ)."""
     return (type(request_id).__name__, request_id)
 
+
+class _LazyMcp:
+    """The MCP face, imported on first use: its tool schemas are built at import, which
+    ``initialize`` should not wait for. Attributes not defined here are the face's."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._face: McpFace | None = None
+
+    def face(self) -> McpFace:
+        if self._face is None:
+            from cellbox.supervisor.mcp import McpFace
+
+            self._face = McpFace(self._server)
+        return self._face
+
+    async def tools_list(self, params: Any, req: Any) -> Any:
+        return await self.face().tools_list(params, req)
+
+    async def tools_call(self, params: Any, req: Any) -> Any:
+        return await self.face().tools_call(params, req)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.face(), name)
