@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -58,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "schema":
+        import json
+
         from cellbox.protocol.schema import schema
 
         print(json.dumps(schema(), indent=2))
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import anyio
 
-    from cellbox.supervisor.process import become_subreaper, start_sentinel
+    from cellbox.supervisor.process import become_subreaper, clear_signal_mask, start_sentinel
     from cellbox.supervisor.server import ServeOptions, Server
 
     logging.basicConfig(
@@ -101,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
         zygote=not args.no_zygote,
         warm=max(0, args.warm),
     )
+    clear_signal_mask()  # a parent's blocked SIGINT would make every interrupt a kill
     become_subreaper()
     sentinel = start_sentinel()
     # Nothing but protocol bytes may reach stdout: keep the real fd for the server and point

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import sys
-from typing import Any
+from typing import Any, Callable
 
 import anyio
 import msgspec
@@ -28,25 +26,11 @@ from cellbox.protocol import channel as ch
 from cellbox.protocol.errors import SessionStartFailed
 from cellbox.supervisor import process
 from cellbox.supervisor.child import Child, Gate, Reaper, _Starting
+from cellbox.supervisor.machine import exit_cause
 
 log = logging.getLogger("cellbox.supervisor")
 
 START_TIMEOUT = 30.0
-SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
-
-
-def spawn_python(module: str, env: dict[str, str], file_actions: list[tuple]) -> int:
-    """``python -c`` running ``module.main()`` in its own process group, with an empty signal
-    mask and default dispositions (a parent that blocks SIGINT must not pass that on)."""
-    return os.posix_spawn(
-        sys.executable,
-        [sys.executable, "-c", process.boot_code(module)],
-        env,
-        file_actions=file_actions,
-        setpgroup=0,
-        setsigdef=SIGDEF,
-        setsigmask=(),
-    )
 
 
 def session_env(session: str, env: dict[str, str] | None) -> dict[str, str]:
@@ -76,7 +60,7 @@ def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
         (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
     ]
     try:
-        pid = spawn_python("cellbox.child.main", env, actions)
+        pid = process.spawn_python("cellbox.child.main", env, actions)
     except OSError as exc:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -90,11 +74,13 @@ def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
 
 
 class Launcher:
-    def __init__(self, reaper: Reaper, *, zygote: Any = None, gate: Gate | None = None, warm: int = 0) -> None:
+    def __init__(self, reaper: Reaper, *, zygote: Any = None, gate: Gate | None = None, warm: int = 0,
+                 before: Callable[[], None] | None = None) -> None:
         self.reaper = reaper
         self.zygote = zygote
         self.gate = gate
         self.pool = WarmPool(warm, self)
+        self._before = before  # called before each start (the server starts its helpers then)
 
     async def launch(self, env: dict[str, str], *, fork: bool = True) -> Child:
         """A running child that waits for ``Configure`` (not yet any session's)."""
@@ -107,6 +93,8 @@ class Launcher:
         """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
         stderr or its error in ``data``) if it cannot be started, exits, or does not answer
         within ``START_TIMEOUT``."""
+        if self._before is not None:
+            self._before()
         full_env = session_env(configure.session, env)
         child = self.pool.take() if not env else None
         if child is None:
@@ -130,7 +118,7 @@ async def configure_child(child: Child, configure: ch.Configure, timeout: float 
             with anyio.move_on_after(2):
                 await child.exited.wait()
             child.drain()
-            why = process.exit_cause(child.status) if child.status is not None else "closed its channel"
+            why = exit_cause(child.status) if child.status is not None else "closed its channel"
             text = b"".join(starting.stderr).decode("utf-8", "replace").strip()
             raise SessionStartFailed(data=f"child {why}: {text[-2000:]}")
         if hello.error:
@@ -160,11 +148,13 @@ class WarmPool:
         self._tg: Any = None
         self._ready: list[Child] = []
         self._filling = False
+        self._idle = anyio.Event()  # set while no refill runs
+        self._idle.set()
         self._closed = False
 
     def begin(self, tg: Any) -> None:
+        """Where refills run; the first one starts at the first ``kick``."""
         self._tg = tg
-        self.kick()
 
     def take(self) -> Child | None:
         child = None
@@ -180,6 +170,7 @@ class WarmPool:
     def kick(self) -> None:
         if not self._filling and not self._closed and self.size > 0 and self._tg is not None:
             self._filling = True
+            self._idle = anyio.Event()
             self._tg.start_soon(self._fill)
 
     async def _fill(self) -> None:
@@ -190,15 +181,16 @@ class WarmPool:
                 except Exception as exc:  # noqa: BLE001 - a failed warm start only costs speed
                     log.warning("could not start a warm child: %s", exc)
                     return
-                if self._closed:
-                    child.kill()
-                    return
                 self._ready.append(child)
         finally:
             self._filling = False
+            self._idle.set()
 
     async def close(self) -> None:
+        """Kill every warm child and wait until they are reaped (a refill under way is
+        awaited first, so no child it starts is left behind)."""
         self._closed = True
+        await self._idle.wait()
         ready, self._ready = self._ready, []
         for child in ready:
             child.kill()

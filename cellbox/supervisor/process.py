@@ -9,6 +9,8 @@ Invariants:
   found by walking the child's tree.
 - A sentinel process (``start_sentinel``) kills whatever carries the server's marker once the
   supervisor is gone, however it died.
+- Children start with no signal blocked and default dispositions (``SPAWN_SIGDEF``), whatever
+  the server inherited.
 - Only the ``Reaper`` calls ``waitpid``; a pid is never signalled after it was reaped (a zombie
   keeps its pid, so signalling before reaping is safe).
 """
@@ -29,6 +31,32 @@ MARKER = "CELLBOX_SESSION"
 SERVER_MARKER = "CELLBOX_SERVER"
 
 _libc: ctypes.CDLL | None = None
+
+#: Signals a spawned child gets with their default disposition, whatever the supervisor does
+#: with them. Pass ``setsigdef=SPAWN_SIGDEF, setsigmask=()`` to every ``posix_spawn``: a mask
+#: is inherited through exec, and a child with SIGINT blocked turns every interrupt into a kill.
+SPAWN_SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
+
+
+def clear_signal_mask() -> None:
+    """Unblock every signal in this thread (call at server start, before any thread or child
+    exists): the mask is inherited from whoever started the server, and children inherit ours."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def spawn_python(module: str, env: dict[str, str], file_actions: list[tuple]) -> int:
+    """The supervisor's one ``posix_spawn``: ``python -c`` running ``module.main()`` in its own
+    process group, with an empty signal mask and default dispositions (``SPAWN_SIGDEF``)."""
+    return os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-c", boot_code(module)],
+        env,
+        file_actions=file_actions,
+        setpgroup=0,
+        setsigdef=SPAWN_SIGDEF,
+        setsigmask=(),
+    )
+
 
 #: The directory that holds the ``cellbox`` package, put on a child's ``sys.path`` if missing.
 BOOT_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,20 +152,6 @@ def start_sentinel() -> Sentinel:
 
 def _all_pids() -> list[int]:
     return [int(n) for n in os.listdir("/proc") if n.isdigit()]
-
-
-def exit_cause(status: int) -> str:
-    """Name an exit status the way PROTOCOL.md's ``cause`` does: ``exit 3``, ``signal SIGSEGV``."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"{sig}"
-        return f"signal {name}"
-    if os.WIFEXITED(status):
-        return f"exit {os.WEXITSTATUS(status)}"
-    return f"status {status}"
 
 
 def _children(pid: int) -> list[int]:

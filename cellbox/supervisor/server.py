@@ -4,25 +4,25 @@ Theory of operation: one anyio task group holds the stdin reader, the stdout wri
 reaper, one worker per session and one task per request. The reader feeds bytes to the framer
 and each body to the dispatcher (``protocol/``); requests become tasks, so a slow request never
 delays another; ``session/eval`` enqueues on its session *before* its first await, so evals on
-one session keep arrival order. Every reply and notification goes through ``_out``, a queue the
-writer drains, coalescing frames into as few writes as it can.
+one session keep arrival order. Every reply and notification goes through ``outbox``
+(``outbox.py``): written at once when nothing is queued, else queued for its writer task, with a
+high-water mark that the readers of the children's output pipes respect.
 
 Invariants: every request gets exactly one reply (except one named by MCP's
 ``notifications/cancelled``, which gets none); an exception in a handler becomes -32603 and the
 server keeps running; stdout carries protocol bytes only; on stdin EOF, ``exit``, SIGTERM or
-SIGINT every session is closed (no child or descendant survives) before the process exits.
+SIGINT stdin is no longer read, every request already read is answered (closing the sessions
+answers their evals), and only then is everything closed (no child or descendant survives) and
+the process exits.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import secrets
 import signal
-import stat
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 import msgspec
@@ -33,12 +33,18 @@ from cellbox.protocol.framing import AutoFramer, FrameError
 from cellbox.supervisor import machine as mc
 from cellbox.supervisor.child import Reaper
 from cellbox.supervisor.launcher import Launcher
-from cellbox.supervisor.session import Session, Settings, new_eval
+from cellbox.supervisor.outbox import Outbox, pollable
 from cellbox.supervisor.stats import Stats
 from cellbox.supervisor.zygote import Zygote
 
+if TYPE_CHECKING:  # imported when first used: ``initialize`` must not wait for them
+    from cellbox.supervisor.mcp import McpFace
+    from cellbox.supervisor.session import Session
+
 log = logging.getLogger("cellbox.supervisor")
 
+DRAIN_TIMEOUT = 10.0  # at exit: how long requests already read may take to be answered
+HELPERS_DELAY = 0.2  # s after start: the zygote and warm pool start even if no request came
 
 
 @dataclass
@@ -64,24 +70,30 @@ class Server:
         self.sessions: dict[str, Session] = {}
         self.reaper = Reaper()
         self.zygote = Zygote(self.reaper) if self.options.zygote else None
-        self.launcher = Launcher(self.reaper, zygote=self.zygote, warm=self.options.warm)
         self.dispatcher = jsonrpc.Dispatcher()
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
         self.exit_code = 0
-        self._out_send, self._out_recv = anyio.create_memory_object_stream[bytes](math.inf)
         self._inflight: dict[Any, anyio.CancelScope] = {}
         self._silenced: set[Any] = set()
         self._evals: dict[Any, tuple[Session, mc.Eval]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self.stopping = False  # stdin EOF, ``exit`` or a signal: answering what was read, then exit
+        self._read_scope: anyio.CancelScope | None = None  # the stdin reader's, once it runs
+        self._unanswered = 0  # requests read and not answered yet
+        self._answered = anyio.Event()  # set while ``_unanswered`` is 0
+        self._answered.set()
         self._stop = anyio.Event()
-        self._written = anyio.Event()  # set while everything sent has been written to stdout
-        self._written.set()
-        self._out_fd: int | None = None  # set once the writer has prepared stdout
-        from cellbox.supervisor import mcp
+        #: Replies and notifications on their way to stdout. Readers of the children's output
+        #: pipes await ``outbox.wait_writable()`` before each read (back-pressure).
+        self.outbox = Outbox(on_broken=self._stop.set)
+        self.launcher = Launcher(
+            self.reaper, zygote=self.zygote, gate=self.outbox, warm=self.options.warm, before=self._start_helpers
+        )
+        self._helpers_started = False  # the zygote and the warm pool (see ``_start_helpers``)
         from cellbox.supervisor.methods import Methods
 
-        self.mcp = mcp.McpFace(self)
+        self.mcp = _LazyMcp(self)
         self._handlers = Methods(self).table()
 
     # -- main ------------------------------------------------------------------------------
@@ -91,19 +103,59 @@ class Server:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self.reaper.run)
-            tg.start_soon(self._write_loop, stdout)
+            tg.start_soon(self.outbox.run, stdout)
             tg.start_soon(self._signals)
             tg.start_soon(self._read_loop, stdin)
             self.launcher.pool.begin(tg)
+            tg.start_soon(self._start_helpers_soon)
             await self._stop.wait()
             with anyio.CancelScope(shield=True):
-                await self.launcher.pool.close()
-                await self.close_all()
-                if self.zygote is not None:
-                    await self.zygote.close()
-                await self._flush()
+                await self._shutdown()
             tg.cancel_scope.cancel()
         return self.exit_code
+
+    def _start_helpers(self) -> None:
+        """Start the zygote and fill the warm pool, in the background; called once, when the
+        first reply has been written (so starting them does not slow it down) or when a
+        child is first needed, whichever comes first."""
+        if self._helpers_started or self.stopping:
+            return
+        self._helpers_started = True
+        assert self._tg is not None
+        if self.zygote is not None:
+            self.zygote.start(self._tg)
+        self.launcher.pool.kick()
+
+    async def _start_helpers_soon(self) -> None:
+        """Start the helpers after ``HELPERS_DELAY`` even if the client stays silent."""
+        await anyio.sleep(HELPERS_DELAY)
+        self._start_helpers()
+
+    async def _shutdown(self) -> None:
+        """Answer every request already read, then close everything.
+
+        Stdin is no longer read. Closing the sessions answers their evals (``killed``, cause
+        ``closed``); a ``session/create`` in flight sees its session closed and answers
+        -32013. Requests still unanswered after ``DRAIN_TIMEOUT`` are cancelled (-32800).
+        The reaper keeps running until the end: a child being killed must be reaped.
+        """
+        self.stopping = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        await self.launcher.pool.close()
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            await self.close_all()
+            await self._answered.wait()
+        for scope in list(self._inflight.values()):
+            scope.cancel()
+        with anyio.move_on_after(DRAIN_TIMEOUT):
+            await self._answered.wait()
+        if self._unanswered:
+            log.error("%d requests left unanswered at exit", self._unanswered)
+        await self.close_all()
+        if self.zygote is not None:
+            await self.zygote.close()
+        await self._flush()
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -113,10 +165,14 @@ class Server:
                 self._stop.set()
 
     async def _read_loop(self, fd: int) -> None:
-        pollable = _pollable(fd)
+        with anyio.CancelScope() as self._read_scope:
+            await self._read(fd)
+
+    async def _read(self, fd: int) -> None:
+        can_poll = pollable(fd)
         while True:
             try:
-                if pollable:
+                if can_poll:
                     await anyio.wait_readable(fd)
                     data = os.read(fd, 1 << 16)
                 else:
@@ -161,53 +217,14 @@ class Server:
             self.send(body)
 
     def send(self, body: bytes) -> None:
-        frame = self.framer.frame(body)
-        if self._written.is_set() and self._out_fd is not None:
-            # Nothing is queued: write now rather than wake the writer task.
-            try:
-                n = os.write(self._out_fd, frame)
-            except BlockingIOError:
-                n = 0
-            except BrokenPipeError:
-                log.info("stdout closed by the client")
-                self._stop.set()
-                return
-            if n == len(frame):
-                return
-            frame = frame[n:]
-        self._out_send.send_nowait(frame)
-        if self._written.is_set():
-            self._written = anyio.Event()
-
-    async def _write_loop(self, fd: int) -> None:
-        if _pollable(fd):
-            os.set_blocking(fd, False)
-        self._out_fd = fd
-        while True:
-            chunks = [await self._out_recv.receive()]
-            while True:
-                try:
-                    chunks.append(self._out_recv.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            data = memoryview(b"".join(chunks))
-            while data:
-                try:
-                    data = data[os.write(fd, data) :]
-                except BlockingIOError:
-                    await anyio.wait_writable(fd)
-                except BrokenPipeError:
-                    log.info("stdout closed by the client")
-                    self._stop.set()
-                    self._written.set()
-                    return
-            if not self._out_recv.statistics().current_buffer_used:
-                self._written.set()
+        """Frame ``body`` and send it (see ``Outbox.send``: never blocks, never drops)."""
+        self.outbox.send(self.framer.frame(body))
+        if not self._helpers_started:
+            self._start_helpers()
 
     async def _flush(self) -> None:
         """Wait (a bounded time) until every queued message has been written."""
-        with anyio.move_on_after(2):
-            await self._written.wait()
+        await self.outbox.flush(2.0)
 
     def notify(self, method: str, params: Any) -> None:
         self.send(jsonrpc.encode_notification(method, params))
@@ -239,6 +256,10 @@ class Server:
     def _start_request(self, req: jsonrpc.Request, reply: Callable[[bytes | None], None]) -> None:
         """Start a request; ``reply`` is called once with its reply body (None: no reply)."""
         assert self._tg is not None
+        if self.stopping:
+            reply(jsonrpc.encode_error(req.raw_id, errors.ShuttingDown(data="the server is exiting")))
+            return
+        reply = self._counted(reply)
         if req.method == "session/eval" and not self.shutting_down:
             # The hot path: enqueued now, before any await, so evals on a session keep arrival
             # order; no task per eval: the reply goes out when the eval is answered.
@@ -253,6 +274,25 @@ class Server:
         scope = anyio.CancelScope()
         self._inflight[_key(req.id)] = scope
         self._tg.start_soon(self._run_request, req, scope, reply)
+
+    def _counted(self, reply: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
+        """``reply``, counted in ``_unanswered`` until it is called (once)."""
+        self._unanswered += 1
+        if self._answered.is_set():
+            self._answered = anyio.Event()
+        done = False
+
+        def counted(body: bytes | None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self._unanswered -= 1
+            if not self._unanswered:
+                self._answered.set()
+            reply(body)
+
+        return counted
 
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
@@ -277,7 +317,17 @@ class Server:
     ) -> mc.Eval:
         """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered.
         Callbacks appended to its ``on_answer`` before it is answered are called then."""
-        ev = new_eval(key, request_id, params, sink=on_output, notify=notify)
+        ev = mc.Eval(
+            key=key,
+            request_id=request_id,
+            code=params.code,
+            timeout=params.timeout,
+            silent=params.silent,
+            allow_stdin=params.allow_stdin,
+            collect=params.collect_output,
+            notify=notify,
+            sink=on_output,
+        )
         self._evals[key] = (session, ev)
 
         def release(ev: mc.Eval) -> None:
@@ -375,6 +425,8 @@ class Server:
         return session
 
     async def create_session(self, params: m.SessionCreateParams) -> Session:
+        from cellbox.supervisor.session import Session, Settings
+
         if len(self.open_sessions()) >= self.options.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
         if params.cwd is not None and not os.path.isdir(params.cwd):
@@ -396,17 +448,19 @@ class Server:
             cwd=params.cwd,
             env=params.env,
         )
-        sid = secrets.token_hex(6)
+        sid = os.urandom(6).hex()
         session = Session(
             sid, params.name, settings, starter=self.launcher, outlet=self, stats=self.stats, tg=self._tg
         )
         self.sessions[sid] = session
         try:
             await session.start()
+            if session.closed:  # the server began to exit while the child started
+                raise errors.ShuttingDown(data="the server is exiting")
         except BaseException:
             self.sessions.pop(sid, None)
             with anyio.CancelScope(shield=True):
-                await session.close("start failed")
+                await session.close("closed")
             raise
         self.stats.created += 1
         return session
@@ -428,9 +482,26 @@ def _key(request_id: Any) -> Any:
     return (type(request_id).__name__, request_id)
 
 
-def _pollable(fd: int) -> bool:
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+class _LazyMcp:
+    """The MCP face, imported on first use: its tool schemas are built at import, which
+    ``initialize`` should not wait for. Attributes not defined here are the face's."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._face: McpFace | None = None
+
+    def face(self) -> McpFace:
+        if self._face is None:
+            from cellbox.supervisor.mcp import McpFace
+
+            self._face = McpFace(self._server)
+        return self._face
+
+    async def tools_list(self, params: Any, req: Any) -> Any:
+        return await self.face().tools_list(params, req)
+
+    async def tools_call(self, params: Any, req: Any) -> Any:
+        return await self.face().tools_call(params, req)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.face(), name)

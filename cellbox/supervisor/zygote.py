@@ -1,13 +1,18 @@
-"""The supervisor's side of the zygote: start it, ask it for children, replace it if it dies.
+"""The supervisor's side of the zygote: start it, ask it for children, replace it if it fails.
 
-Theory of operation: the zygote (``cellbox.child.zygote``) is spawned once, on first use, with
-a SOCK_SEQPACKET control socket. ``fork`` sends ``Spawn`` with the new child's four descriptors
-attached and waits for ``Spawned`` with the child's pid; requests are serialised by a lock, so
-replies match requests. If the zygote is unavailable (it failed to start, died, or keeps dying)
-``fork`` returns None and the caller starts a fresh interpreter instead.
+Theory of operation: ``start`` spawns the zygote (``cellbox.child.zygote``) in the background
+with a SOCK_SEQPACKET control socket; it becomes *current* once it has announced itself.
+``fork`` sends ``Spawn`` with the new child's four descriptors attached and waits for
+``Spawned`` with the child's pid; requests are serialised by a lock, so replies match
+requests. A zygote fails when it dies, or when it does not answer a fork within
+``FORK_TIMEOUT`` (stopped, stuck, starved): it is killed, and a replacement starts in the
+background. Whenever no zygote is current ``fork`` returns None at once and the caller starts
+a fresh interpreter, except while the *first* zygote starts, which ``fork`` waits for (up to
+``START_WAIT``): a fork then still beats a cold start.
 
-Invariants: at most one zygote process at a time; a zygote that dies is respawned on the next
-request, but after ``MAX_FAILURES`` deaths the zygote is disabled for the server's life.
+Invariants: at most one zygote is current, and at most one is starting; each zygote process
+counts as at most one failure, and after ``MAX_FAILURES`` the zygote is disabled for the
+server's life; every zygote process is killed and reaped by ``close``.
 """
 
 from __future__ import annotations
@@ -21,97 +26,142 @@ import sys
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from cellbox.protocol import channel as ch
-from cellbox.supervisor.process import boot_code
+from cellbox.supervisor.process import spawn_python
 
 log = logging.getLogger("cellbox.supervisor")
 
 MAX_FAILURES = 3
-START_TIMEOUT = 30.0
+START_TIMEOUT = 30.0  # for a zygote to announce itself (in the background)
+START_WAIT = 5.0  # how long a fork waits for the first zygote to be ready
+FORK_TIMEOUT = 1.0  # a ready zygote answers a fork in milliseconds
 
-_BOOT = boot_code("cellbox.child.zygote")
+
+
+class _Process:
+    """One zygote process: its control socket and whether it has failed."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.reader = ch.ChannelReader(to_child=False)
+        self.failed = False
+        self.gone = anyio.Event()  # set once it has been reaped
 
 
 class Zygote:
     def __init__(self, reaper: Any) -> None:
         self.reaper = reaper
-        self.pid: int | None = None
         self.failures = 0
         self.forks = 0
-        self._sock: socket.socket | None = None
-        self._dead = False
-        self._gone = anyio.Event()  # set when the current zygote process has been reaped
+        self._current: _Process | None = None
+        self._procs: list[_Process] = []  # started and not reaped yet
+        self._tg: TaskGroup | None = None
+        self._starting = False
+        self._first = anyio.Event()  # set once the first start has ended (ready or not)
         self._lock = anyio.Lock()
-        self._reader = ch.ChannelReader(to_child=False)
+        self._closed = False
 
     @property
     def enabled(self) -> bool:
-        return self.failures < MAX_FAILURES
+        return self.failures < MAX_FAILURES and not self._closed
 
-    async def warm(self) -> None:
-        """Start the zygote now (at server start), so the first session does not wait for it."""
-        async with self._lock:
-            if self._sock is None and self.enabled:
+    @property
+    def pid(self) -> int | None:
+        """The current zygote's pid (None while none is ready)."""
+        return self._current.pid if self._current is not None else None
+
+    def start(self, tg: TaskGroup) -> None:
+        """Start the zygote in the background of ``tg`` (at server start); replacements
+        start there too."""
+        self._tg = tg
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._tg is not None and not self._starting and self._current is None and self.enabled:
+            self._starting = True
+            self._tg.start_soon(self._keep)
+
+    async def _keep(self) -> None:
+        """Start zygotes until one is ready, the zygote is disabled or closed."""
+        try:
+            while self.enabled and self._current is None:
+                proc = None
                 try:
-                    await self._start()
-                except (OSError, TimeoutError, ch.ChannelError) as exc:
-                    log.warning("zygote failed to start (%s); sessions start fresh", exc)
-                    self.failures += 1
-                    self._reset()
+                    proc = self._spawn()
+                    with anyio.fail_after(START_TIMEOUT):
+                        hello = await self._receive(proc)
+                    if hello.pid != proc.pid:
+                        raise OSError(f"zygote announced pid {hello.pid}, expected {proc.pid}")
+                except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
+                    log.warning("zygote failed to start (%s); sessions start fresh meanwhile", exc)
+                    if proc is not None:
+                        self._fail(proc)
+                    else:
+                        self.failures += 1
+                    continue
+                if proc.failed or not self.enabled:
+                    continue  # it died while starting, or close() came
+                log.info("zygote %d ready", proc.pid)
+                self._current = proc
+        finally:
+            self._starting = False
+            self._first.set()
 
-    async def fork(self, env: dict[str, str]) -> tuple[int, socket.socket, int, int] | None:
-        """A new child forked from the zygote: ``(pid, channel, stdout_r, stderr_r)``, or None
-        if the zygote cannot serve (the caller then spawns a fresh interpreter)."""
-        if not self.enabled:
-            return None
-        async with self._lock:
-            if self._dead:
-                self._reset()
-            try:
-                if self._sock is None:
-                    await self._start()
-                return await self._fork(env)
-            except (OSError, TimeoutError, ch.ChannelError) as exc:
-                log.warning("zygote unavailable (%s); starting a fresh interpreter", exc)
-                if not self._dead:
-                    self.failures += 1
-                self._reset()
-                if self.pid is not None:
-                    os.kill(self.pid, signal.SIGKILL)
-                return None
-
-    async def _start(self) -> None:
+    def _spawn(self) -> _Process:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         zenv = dict(os.environ)
         zenv["CELLBOX_PARENT"] = str(os.getpid())
         try:
-            pid = os.posix_spawn(
-                sys.executable,
-                [sys.executable, "-c", _BOOT],
+            pid = spawn_python(
+                "cellbox.child.zygote",
                 zenv,
-                file_actions=[
+                [
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                     (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
                 ],
-                setpgroup=0,
-                setsigdef=(signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._sock, self.pid = ours, pid
-        self._gone = anyio.Event()
-        self.reaper.watch(pid, self._exited)
-        with anyio.fail_after(START_TIMEOUT):
-            hello = await self._receive()
-        if hello.pid != pid:
-            raise OSError(f"zygote announced pid {hello.pid}, expected {pid}")
-        log.info("zygote %d ready", pid)
+        proc = _Process(pid, ours)
+        self._procs.append(proc)
+        self.reaper.watch(pid, lambda status, rusage: self._exited(proc, status))
+        return proc
 
-    async def _fork(self, env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
-        assert self._sock is not None
+    async def fork(self, env: dict[str, str]) -> tuple[int, socket.socket, int, int] | None:
+        """A new child forked from the zygote: ``(pid, channel, stdout_r, stderr_r)``, or None
+        if no zygote can serve now (the caller then spawns a fresh interpreter). Takes at most
+        ``FORK_TIMEOUT`` seconds once a zygote is ready."""
+        if not self.enabled:
+            return None
+        if self._current is None:
+            self._kick()
+            if self._first.is_set():
+                return None  # a replacement is starting: do not wait for it
+            with anyio.move_on_after(START_WAIT):
+                await self._first.wait()
+        async with self._lock:
+            proc = self._current
+            if proc is None or proc.failed:
+                return None
+            try:
+                with anyio.fail_after(FORK_TIMEOUT):
+                    return await self._fork(proc, env)
+            except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
+                if not proc.failed:
+                    why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
+                    log.warning("zygote %d did not fork (%s); replacing it", proc.pid, why)
+                    self._fail(proc)
+                return None
+
+    async def _fork(self, proc: _Process, env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
         sup_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -119,10 +169,9 @@ class Zygote:
         theirs = [devnull, out_w, err_w, child_sock.fileno()]
         try:
             frame = ch.encode(ch.Spawn(env=env))
-            await anyio.wait_writable(self._sock)
-            self._sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
-            with anyio.fail_after(START_TIMEOUT):
-                reply = await self._receive()
+            await anyio.wait_writable(proc.sock)
+            proc.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
+            reply = await self._receive(proc)
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
@@ -140,104 +189,52 @@ class Zygote:
         self.forks += 1
         return reply.pid, sup_sock, out_r, err_r
 
-    async def _receive(self) -> ch.Spawned:
-        assert self._sock is not None
+    async def _receive(self, proc: _Process) -> ch.Spawned:
         while True:
-            await anyio.wait_readable(self._sock)
+            if proc.failed:
+                raise OSError("the zygote exited")
+            await anyio.wait_readable(proc.sock)
             try:
-                data = self._sock.recv(1 << 16)
+                data = proc.sock.recv(1 << 16)
             except (BlockingIOError, InterruptedError):
                 continue
             if not data:
                 raise OSError("the zygote closed its control socket")
-            for msg in self._reader.feed(data):
+            for msg in proc.reader.feed(data):
                 if isinstance(msg, ch.Spawned):
                     return msg
 
-    def _exited(self, status: int, rusage: Any) -> None:
-        # Only mark it: a request may be waiting on the socket; ``fork`` resets it.
-        if self.enabled:  # not when close() stopped it
-            log.warning("zygote %s exited (status %d); it will be replaced", self.pid, status)
-        self.failures += 1
-        self.pid = None
-        self._dead = True
-        self._gone.set()
-
-    def _reset(self) -> None:
-        sock, self._sock = self._sock, None
-        self._dead = False
-        self._reader = ch.ChannelReader(to_child=False)
-        if sock is not None:
-            sock.close()
-
-    async def close(self) -> None:
-        """Stop the zygote and wait (briefly) until it is reaped; children it forked are not
-        affected: they are the supervisor's."""
-        pid = self.pid
-        self.failures = MAX_FAILURES
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            with anyio.move_on_after(2):
-                await self._gone.wait()
-
-
-class WarmPool:
-    """A few children started ahead of time, waiting for a session's ``Configure``.
-
-    ``take`` hands one out (None if none is ready) and starts a refill in the background, so
-    ``session/create`` costs one ``Configure``/``Hello`` exchange instead of a fork or an
-    interpreter start. Invariant: at most ``size`` warm children exist; dead ones are dropped.
-    """
-
-    def __init__(self, size: int, launch: Any, tg: Any) -> None:
-        self.size = size
-        self._launch = launch
-        self._tg = tg
-        self._ready: list[Any] = []
-        self._filling = False
-        self._closed = False
-
-    def take(self) -> Any:
-        interp = None
-        while self._ready and interp is None:
-            candidate = self._ready.pop(0)
-            if candidate.status is None:
-                interp = candidate
-            else:
-                candidate.dispose()
-        self.kick()
-        return interp
-
-    def kick(self) -> None:
-        if not self._filling and not self._closed and self.size > 0:
-            self._filling = True
-            self._tg.start_soon(self._fill)
-
-    async def _fill(self) -> None:
+    def _fail(self, proc: _Process) -> None:
+        """Count ``proc``'s failure (once), kill it and start a replacement."""
+        if proc.failed:
+            return
+        proc.failed = True
+        if not self._closed:
+            self.failures += 1
+        if self._current is proc:
+            self._current = None
         try:
-            while not self._closed and len(self._ready) < self.size:
-                try:
-                    interp = await self._launch()
-                except Exception as exc:  # noqa: BLE001 - a failed warm start only costs speed
-                    log.warning("could not start a warm child: %s", exc)
-                    return
-                if self._closed:
-                    interp.kill("closed")
-                    return
-                self._ready.append(interp)
-        finally:
-            self._filling = False
+            os.kill(proc.pid, signal.SIGKILL)  # not reaped yet: the pid is still ours
+        except OSError:
+            pass
+        self._kick()
+
+    def _exited(self, proc: _Process, status: int) -> None:
+        if not proc.failed and not self._closed:
+            log.warning("zygote %d exited (status %d); it will be replaced", proc.pid, status)
+        self._fail(proc)
+        anyio.notify_closing(proc.sock)  # a task waiting on it gets ClosedResourceError
+        proc.sock.close()
+        self._procs.remove(proc)
+        proc.gone.set()
 
     async def close(self) -> None:
+        """Stop every zygote process and wait (briefly) until each is reaped; children they
+        forked are not affected: they are the supervisor's."""
         self._closed = True
-        ready, self._ready = self._ready, []
-        for interp in ready:
-            interp.kill("closed")
-        for interp in ready:
-            await interp.wait_dispose()
+        procs = list(self._procs)
+        for proc in procs:
+            self._fail(proc)
+        with anyio.move_on_after(2):
+            for proc in procs:
+                await proc.gone.wait()
