@@ -454,7 +454,11 @@ class Server:
         )
         self.sessions[sid] = session
         try:
-            await session.start()
+            try:
+                await session.start()
+            except errors.SessionStartFailed:
+                if not session.closed:
+                    raise
             if session.closed:  # the server began to exit while the child started
                 raise errors.ShuttingDown(data="the server is exiting")
         except BaseException:
