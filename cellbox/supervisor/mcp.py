@@ -9,17 +9,17 @@ heartbeat every few seconds, so client-side request timeouts do not fire on long
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import anyio
 import msgspec
 
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from cellbox.supervisor.registry import Registry
+from cellbox.supervisor.session import Session
 
-if TYPE_CHECKING:
-    from cellbox.supervisor.server import Server
-    from cellbox.supervisor.session import Session
+Notify = Callable[[str, Any], None]
 
 HEARTBEAT = 5.0
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -103,8 +103,9 @@ def _status_line(result: m.EvalResult) -> str:
 
 
 class McpFace:
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, registry: Registry, notify: Notify) -> None:
+        self.registry = registry
+        self.notify = notify
 
     async def tools_list(self, params: Any, req: Any) -> dict[str, Any]:
         return {"tools": TOOLS}
@@ -121,7 +122,7 @@ class McpFace:
             return {"content": [_text(f"session {a.session!r} reset: empty namespace")], "isError": False}
         if params.name == "python_sessions":
             _convert(args, m.EmptyParams)
-            listing = m.SessionListResult(sessions=[s.info() for s in self.server.open_sessions()])
+            listing = m.SessionListResult(sessions=[s.info() for s in self.registry.open_sessions()])
             lines = [
                 f"{i.name or i.session}: {i.state}, {i.execution_count} cells, pid {i.pid}" for i in listing.sessions
             ]
@@ -133,17 +134,17 @@ class McpFace:
         raise errors.InvalidParams(data=f"unknown tool {params.name!r}")
 
     async def _session(self, name: str) -> Session:
-        for s in self.server.open_sessions():
-            if s.name == name:
-                return s
-        return await self.server.create_session(m.SessionCreateParams(name=name))
+        session = self.registry.by_name(name)
+        if session is not None:
+            return session
+        return await self.registry.create_session(m.SessionCreateParams(name=name))
 
     async def _python(self, a: m.PythonToolArgs, meta: dict[str, Any] | None, req: Any) -> dict[str, Any]:
         session = await self._session(a.session)
         token = (meta or {}).get("progressToken")
-        progress = _Progress(self.server, token) if token is not None else None
+        progress = _Progress(self.notify, token) if token is not None else None
         params = m.EvalParams(session=session.id, code=a.code, timeout=a.timeout)
-        pe = self.server.submit_eval(
+        pe = self.registry.submit_eval(
             session, ("mcp", req.id), req.id, params, progress.output if progress else None, notify=False
         )
         finished = anyio.Event()
@@ -175,14 +176,14 @@ class McpFace:
 
 
 class _Progress:
-    def __init__(self, server: Server, token: Any) -> None:
-        self.server = server
+    def __init__(self, notify: Notify, token: Any) -> None:
+        self.notify = notify
         self.token = token
         self.count = 0
 
     def send(self, message: str) -> None:
         self.count += 1
-        self.server.notify(
+        self.notify(
             "notifications/progress",
             {"progressToken": self.token, "progress": self.count, "message": message},
         )

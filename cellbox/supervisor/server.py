@@ -21,25 +21,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
-import msgspec
 
 from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
-from cellbox.supervisor import machine as mc
 from cellbox.supervisor.child import Reaper
 from cellbox.supervisor.launcher import Launcher
+from cellbox.supervisor.methods import Facts, Methods, table
 from cellbox.supervisor.outbox import Outbox, pollable
+from cellbox.supervisor.registry import Registry, ServeOptions, request_key
 from cellbox.supervisor.stats import Stats
 from cellbox.supervisor.zygote import Zygote
 
 if TYPE_CHECKING:  # imported when first used: ``initialize`` must not wait for them
     from cellbox.supervisor.mcp import McpFace
-    from cellbox.supervisor.session import Session
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -47,27 +45,10 @@ DRAIN_TIMEOUT = 10.0  # at exit: how long requests already read may take to be a
 HELPERS_DELAY = 0.2  # s after start: the zygote and warm pool start even if no request came
 
 
-@dataclass
-class ServeOptions:
-    """Server-wide defaults (``cellbox serve`` flags)."""
-
-    framing: str | None = None
-    max_sessions: int = 512
-    timeout: float = 600.0
-    kill_grace: float = 2.0
-    memory_mb: int | None = None
-    cpu_seconds: int | None = None
-    output_bytes: int = 1 << 20
-    ast_cache_size: int | None = None
-    zygote: bool = True
-    warm: int = 2
-
-
 class Server:
     def __init__(self, options: ServeOptions | None = None) -> None:
         self.options = options or ServeOptions()
         self.stats = Stats()
-        self.sessions: dict[str, Session] = {}
         self.reaper = Reaper()
         self.zygote = Zygote(self.reaper) if self.options.zygote else None
         self.dispatcher = jsonrpc.Dispatcher()
@@ -76,7 +57,6 @@ class Server:
         self.exit_code = 0
         self._inflight: dict[Any, anyio.CancelScope] = {}
         self._silenced: set[Any] = set()
-        self._evals: dict[Any, tuple[Session, mc.Eval]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self.stopping = False  # stdin EOF, ``exit`` or a signal: answering what was read, then exit
         self._read_scope: anyio.CancelScope | None = None  # the stdin reader's, once it runs
@@ -91,17 +71,24 @@ class Server:
             self.reaper, zygote=self.zygote, gate=self.outbox, warm=self.options.warm, before=self._start_helpers
         )
         self._helpers_started = False  # the zygote and the warm pool (see ``_start_helpers``)
-        from cellbox.supervisor.methods import Methods
+        self.registry = Registry(self.options, self.stats, starter=self.launcher, outlet=self)
+        facts = Facts(
+            framing=lambda: self.framer.kind,
+            zygote=lambda: self.zygote is not None and self.zygote.enabled,
+            on_shutdown=self._on_shutdown,
+        )
+        self.mcp = _LazyMcp(self.registry, self.notify)
+        self._handlers = table(Methods(self.registry, facts), self.mcp)
 
-        self.mcp = _LazyMcp(self)
-        self._handlers = Methods(self).table()
+    def _on_shutdown(self) -> None:
+        self.shutting_down = True
 
     # -- main ------------------------------------------------------------------------------
 
     async def serve(self, stdin: int = 0, stdout: int = 1) -> int:
         """Serve until stdin EOF, ``exit`` or a termination signal; return the exit code."""
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            self._tg = self.registry.tg = tg
             tg.start_soon(self.reaper.run)
             tg.start_soon(self.outbox.run, stdout)
             tg.start_soon(self._signals)
@@ -144,7 +131,7 @@ class Server:
             self._read_scope.cancel()
         await self.launcher.pool.close()
         with anyio.move_on_after(DRAIN_TIMEOUT):
-            await self.close_all()
+            await self.registry.close_all()
             await self._answered.wait()
         for scope in list(self._inflight.values()):
             scope.cancel()
@@ -152,7 +139,7 @@ class Server:
             await self._answered.wait()
         if self._unanswered:
             log.error("%d requests left unanswered at exit", self._unanswered)
-        await self.close_all()
+        await self.registry.close_all()
         if self.zygote is not None:
             await self.zygote.close()
         await self._flush()
@@ -264,15 +251,15 @@ class Server:
             # The hot path: enqueued now, before any await, so evals on a session keep arrival
             # order; no task per eval: the reply goes out when the eval is answered.
             try:
-                session = self.session(req.params.session)
+                session = self.registry.session(req.params.session)
             except errors.CellboxError as exc:
                 reply(jsonrpc.encode_error(req.raw_id, exc))
                 return
-            ev = self.submit_eval(session, _key(req.id), req.id, req.params)
+            ev = self.registry.submit_eval(session, request_key(req.id), req.id, req.params)
             ev.on_answer.append(lambda ev: reply(None if ev.no_reply else jsonrpc.encode_result(req.raw_id, ev.result)))
             return
         scope = anyio.CancelScope()
-        self._inflight[_key(req.id)] = scope
+        self._inflight[request_key(req.id)] = scope
         self._tg.start_soon(self._run_request, req, scope, reply)
 
     def _counted(self, reply: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
@@ -294,55 +281,14 @@ class Server:
 
         return counted
 
-    def open_sessions(self) -> list[Session]:
-        return [s for s in self.sessions.values() if not s.closed]
-
-    def find_eval(self, request_id: Any) -> tuple[Session, mc.Eval] | None:
-        """The session and pending eval of a ``session/eval`` request still unanswered."""
-        return self._evals.get(_key(request_id))
-
     @property
     def methods(self) -> list[str]:
         return sorted(self._handlers)
 
-    def submit_eval(
-        self,
-        session: Session,
-        key: Any,
-        request_id: Any,
-        params: m.EvalParams,
-        on_output: Any = None,
-        *,
-        notify: bool = True,
-    ) -> mc.Eval:
-        """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered.
-        Callbacks appended to its ``on_answer`` before it is answered are called then."""
-        ev = mc.Eval(
-            key=key,
-            request_id=request_id,
-            code=params.code,
-            timeout=params.timeout,
-            silent=params.silent,
-            allow_stdin=params.allow_stdin,
-            collect=params.collect_output,
-            notify=notify,
-            sink=on_output,
-        )
-        self._evals[key] = (session, ev)
-
-        def release(ev: mc.Eval) -> None:
-            if self._evals.get(key, (None, None))[1] is ev:
-                del self._evals[key]
-
-        ev.on_answer.append(release)
-        # Answered at once (a closed session)? Then it must not stay registered.
-        session.submit(ev)
-        return ev
-
     async def _run_request(
         self, req: jsonrpc.Request, scope: anyio.CancelScope, reply: Callable[[bytes | None], None]
     ) -> None:
-        key = _key(req.id)
+        key = request_key(req.id)
         body: bytes | None = None
         try:
             with scope:
@@ -397,13 +343,13 @@ class Server:
             self.exit_code = 0 if self.shutting_down else 1
             self._stop.set()
         elif method == "$/cancelRequest":
-            self._cancel(_key(params.id), silent=False)
+            self._cancel(request_key(params.id), silent=False)
         elif method == "notifications/cancelled":
-            self._cancel(_key(params.request_id), silent=True)
+            self._cancel(request_key(params.request_id), silent=True)
 
     def _cancel(self, key: Any, *, silent: bool) -> None:
         """Cancel the request ``key``: an eval is interrupted (or dropped if queued)."""
-        found = self._evals.get(key)
+        found = self.registry.evals.get(key)
         if found is not None:
             session, pe = found
             if silent:
@@ -416,89 +362,21 @@ class Server:
                 self._silenced.add(key)
             scope.cancel()
 
-    # -- sessions --------------------------------------------------------------------------
-
-    def session(self, sid: str) -> Session:
-        session = self.sessions.get(sid)
-        if session is None or session.closed:
-            raise errors.SessionNotFound(data=f"no session {sid!r}")
-        return session
-
-    async def create_session(self, params: m.SessionCreateParams) -> Session:
-        from cellbox.supervisor.session import Session, Settings
-
-        if len(self.open_sessions()) >= self.options.max_sessions:
-            raise errors.SessionLimit(data=f"--max-sessions is {self.options.max_sessions}")
-        if params.cwd is not None and not os.path.isdir(params.cwd):
-            raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
-        o = self.options
-        limits = params.limits or m.Limits()
-        limits = msgspec.structs.replace(
-            limits,
-            memory_mb=limits.memory_mb or o.memory_mb,
-            cpu_seconds=limits.cpu_seconds or o.cpu_seconds,
-        )
-        settings = Settings(
-            timeout=o.timeout if limits.timeout is None else limits.timeout,
-            grace=o.kill_grace,
-            output_bytes=limits.output_bytes or o.output_bytes,
-            limits=limits,
-            detection=params.detection,
-            ast_cache_size=o.ast_cache_size,
-            cwd=params.cwd,
-            env=params.env,
-        )
-        sid = os.urandom(6).hex()
-        session = Session(
-            sid, params.name, settings, starter=self.launcher, outlet=self, stats=self.stats, tg=self._tg
-        )
-        self.sessions[sid] = session
-        try:
-            try:
-                await session.start()
-            except errors.SessionStartFailed:
-                if not session.closed:
-                    raise
-            if session.closed:  # the server began to exit while the child started
-                raise errors.ShuttingDown(data="the server is exiting")
-        except BaseException:
-            self.sessions.pop(sid, None)
-            with anyio.CancelScope(shield=True):
-                await session.close("closed")
-            raise
-        self.stats.created += 1
-        return session
-
-    async def close_session(self, session: Session, cause: str = "closed") -> None:
-        if session.closed:
-            return
-        await session.close(cause)
-        self.sessions.pop(session.id, None)
-        self.stats.closed += 1
-
-    async def close_all(self) -> None:
-        async with anyio.create_task_group() as tg:
-            for session in list(self.sessions.values()):
-                tg.start_soon(self.close_session, session)
-
-def _key(request_id: Any) -> Any:
-    """A hashable key for a request id that keeps its type (1 and "1" differ)."""
-    return (type(request_id).__name__, request_id)
 
 
 class _LazyMcp:
     """The MCP face, imported on first use: its tool schemas are built at import, which
     ``initialize`` should not wait for. Attributes not defined here are the face's."""
 
-    def __init__(self, server: Server) -> None:
-        self._server = server
+    def __init__(self, registry: Registry, notify: Callable[[str, Any], None]) -> None:
+        self._args = (registry, notify)
         self._face: McpFace | None = None
 
     def face(self) -> McpFace:
         if self._face is None:
             from cellbox.supervisor.mcp import McpFace
 
-            self._face = McpFace(self._server)
+            self._face = McpFace(*self._args)
         return self._face
 
     async def tools_list(self, params: Any, req: Any) -> Any:

@@ -1,0 +1,168 @@
+"""The sessions of one server: create, find, close; the evals in flight by request.
+
+Theory of operation: the registry owns the ``Session`` objects (``session.py``) and the map of
+unanswered evals by request key, which cancellation (``$/cancelRequest``,
+``notifications/cancelled``, ``session/interrupt`` with a ``requestId``) and ``session/input``
+look up. What it needs from the server arrives as arguments: the options, the counters, the
+launcher that starts children, the outlet for notifications and the task group.
+
+Invariants: a session is listed from the moment its create starts until it is closed; an eval
+is in ``evals`` from submission until its answer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import anyio
+import msgspec
+
+from cellbox.protocol import errors
+from cellbox.protocol import messages as m
+from cellbox.supervisor import machine as mc
+from cellbox.supervisor.session import Outlet, Session, Settings, Starter
+from cellbox.supervisor.stats import Stats
+
+
+@dataclass
+class ServeOptions:
+    """Server-wide defaults (``cellbox serve`` flags)."""
+
+    framing: str | None = None
+    max_sessions: int = 512
+    timeout: float = 600.0
+    kill_grace: float = 2.0
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    output_bytes: int = 1 << 20
+    ast_cache_size: int | None = None
+    zygote: bool = True
+    warm: int = 2
+
+
+def request_key(request_id: Any) -> Any:
+    """A hashable key for a request id that keeps its type (1 and "1" differ)."""
+    return (type(request_id).__name__, request_id)
+
+
+class Registry:
+    def __init__(self, options: ServeOptions, stats: Stats, *, starter: Starter, outlet: Outlet) -> None:
+        self.options = options
+        self.stats = stats
+        self.sessions: dict[str, Session] = {}
+        self.evals: dict[Any, tuple[Session, mc.Eval]] = {}
+        self._starter = starter
+        self._outlet = outlet
+        self.tg: Any = None  # the server's task group, set when it serves
+
+    def open_sessions(self) -> list[Session]:
+        return [s for s in self.sessions.values() if not s.closed]
+
+    def session(self, sid: str) -> Session:
+        """The open session ``sid``; raises ``SessionNotFound``."""
+        session = self.sessions.get(sid)
+        if session is None or session.closed:
+            raise errors.SessionNotFound(data=f"no session {sid!r}")
+        return session
+
+    def by_name(self, name: str) -> Session | None:
+        for session in self.open_sessions():
+            if session.name == name:
+                return session
+        return None
+
+    def find_eval(self, request_id: Any) -> tuple[Session, mc.Eval] | None:
+        """The session and eval of a ``session/eval`` request still unanswered."""
+        return self.evals.get(request_key(request_id))
+
+    def submit_eval(
+        self,
+        session: Session,
+        key: Any,
+        request_id: Any,
+        params: m.EvalParams,
+        sink: Callable[[str, str], None] | None = None,
+        *,
+        notify: bool = True,
+    ) -> mc.Eval:
+        """Queue an eval on ``session``; it can be cancelled by ``key`` until it is answered.
+        Callbacks appended to its ``on_answer`` before it is answered are called then."""
+        ev = mc.Eval(
+            key=key,
+            request_id=request_id,
+            code=params.code,
+            timeout=params.timeout,
+            silent=params.silent,
+            allow_stdin=params.allow_stdin,
+            collect=params.collect_output,
+            notify=notify,
+            sink=sink,
+        )
+        self.evals[key] = (session, ev)
+        ev.on_answer.append(self._release)
+        session.submit(ev)
+        return ev
+
+    def _release(self, ev: mc.Eval) -> None:
+        found = self.evals.get(ev.key)
+        if found is not None and found[1] is ev:
+            del self.evals[ev.key]
+
+    async def create_session(self, params: m.SessionCreateParams) -> Session:
+        """A new session with a started child. Raises ``SessionLimit``, ``SessionStartFailed``,
+        or ``ShuttingDown`` if the server closed it meanwhile (it began to exit)."""
+        o = self.options
+        if len(self.open_sessions()) >= o.max_sessions:
+            raise errors.SessionLimit(data=f"--max-sessions is {o.max_sessions}")
+        if params.cwd is not None and not os.path.isdir(params.cwd):
+            raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
+        limits = params.limits or m.Limits()
+        limits = msgspec.structs.replace(
+            limits,
+            memory_mb=limits.memory_mb or o.memory_mb,
+            cpu_seconds=limits.cpu_seconds or o.cpu_seconds,
+        )
+        settings = Settings(
+            timeout=o.timeout if limits.timeout is None else limits.timeout,
+            grace=o.kill_grace,
+            output_bytes=limits.output_bytes or o.output_bytes,
+            limits=limits,
+            detection=params.detection,
+            ast_cache_size=o.ast_cache_size,
+            cwd=params.cwd,
+            env=params.env,
+        )
+        sid = os.urandom(6).hex()
+        session = Session(
+            sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
+        )
+        self.sessions[sid] = session
+        try:
+            try:
+                await session.start()
+            except errors.SessionStartFailed:
+                if not session.closed:
+                    raise
+            if session.closed:  # the server began to exit while the child started
+                raise errors.ShuttingDown(data="the server is exiting")
+        except BaseException:
+            self.sessions.pop(sid, None)
+            with anyio.CancelScope(shield=True):
+                await session.close("closed")
+            raise
+        self.stats.created += 1
+        return session
+
+    async def close_session(self, session: Session, cause: str = "closed") -> None:
+        if session.closed:
+            return
+        await session.close(cause)
+        self.sessions.pop(session.id, None)
+        self.stats.closed += 1
+
+    async def close_all(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for session in list(self.sessions.values()):
+                tg.start_soon(self.close_session, session)
