@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from cellbox.child import signals
 from cellbox.child.link import CHANNEL_LOST, Cells, Channel, Route, channel_lost
 from cellbox.protocol import channel as ch
 
@@ -83,6 +84,9 @@ def _configure(chan: Channel, cfg: ch.Configure) -> str | None:
 
 
 def main() -> None:
+    signals.reset()
+    # Until the host listens, a SIGINT (a wake-up with nothing to act on yet) does nothing.
+    signal.signal(signal.SIGINT, _not_listening)
     chan = _setup_process()
     cfg = chan.wait_for(ch.Configure)
     if cfg is None:
@@ -100,6 +104,10 @@ def main() -> None:
         chan.send(ch.Hello(pid=os.getpid(), python=python, error=error))
         os._exit(1)
     host.run(python)
+
+
+def _not_listening(signum: int, frame: object) -> None:
+    pass
 
 
 class Host:

@@ -260,3 +260,49 @@ def test_interrupts_while_the_cell_writes_to_the_channel_keep_it_whole(child):
         assert (done.id, done.stopped) == (i, "interrupt")
         c.inbox.clear()
     assert c.run(100, "2 + 2").value.repr == "4"
+
+
+# --- the signal state a child starts from ----------------------------------------------------
+
+def _mask(hex_mask: str) -> set[int]:
+    bits = int(hex_mask, 16)
+    return {sig for sig in range(1, 65) if bits >> (sig - 1) & 1}
+
+
+def test_child_spawned_with_sigint_blocked_unblocks_it(child):
+    c = child(sigmask=(signal.SIGINT, signal.SIGTERM))
+    assert _mask(c.proc_status("SigBlk")) == set()
+    c.send(ch.Exec(id=1, code="while True: pass", execution_count=1))
+    c.interrupt(1)
+    assert c.recv(ch.Done).stopped == "interrupt"
+    assert c.alive()
+
+
+def test_child_execed_with_sigint_ignored_and_blocked_still_interrupts(child):
+    c = child(prelude="signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                      "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+                      "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGQUIT})")
+    assert _mask(c.proc_status("SigBlk")) == set()
+    assert not _mask(c.proc_status("SigIgn")) & {signal.SIGINT, signal.SIGHUP}
+    c.send(ch.Exec(id=1, code="import time\ntime.sleep(30)", execution_count=1))
+    c.interrupt(1)
+    done = c.recv(ch.Done)
+    assert done.stopped == "interrupt" and done.error.type == "KeyboardInterrupt"
+
+
+@pytest.mark.parametrize("zygote", [True, False], ids=["zygote", "spawn"])
+def test_server_started_with_sigint_blocked_gives_children_an_empty_mask(make_server, zygote):
+    # A server started from a thread that blocks SIGINT: its zygote and children inherit the
+    # mask through fork and exec unless they reset it.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
+    try:
+        server = make_server(*([] if zygote else ["--no-zygote"]))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    sid = server.create()
+    r = server.eval(sid, "import signal\n"
+                         "s = {k: v for k, v in (l.split(':\\t') for l in open('/proc/self/status')) "
+                         "if k in ('SigBlk', 'SigIgn')}\n"
+                         "(int(s['SigBlk'], 16), int(s['SigIgn'], 16) >> (signal.SIGINT - 1) & 1, "
+                         "signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN)")
+    assert r["value"]["repr"] == "(0, 0, True)", r
