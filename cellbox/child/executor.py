@@ -182,8 +182,9 @@ class Executor:
         A cell that does not await runs to completion inside this call (``on_done`` is called
         before it returns); one that awaits runs as a Task in ``self.context``. User errors
         never raise here: they are ``Done.error``. Raises ``RuntimeError`` if a cell is already
-        running. ``timeout`` (seconds, None or 0 for none) counts from this call; ``silent``:
-        no value and ``_`` unchanged; ``allow_stdin``: whether ``input()`` may ask the client.
+        running. ``timeout`` (seconds; None, 0 or more than ``MAX_TIMEOUT`` for none) counts
+        from this call; ``silent``: no value and ``_`` unchanged; ``allow_stdin``: whether
+        ``input()`` may ask the client.
         """
         if self._cell is not None:
             raise RuntimeError("a cell is already running in this session")
@@ -200,7 +201,7 @@ class Executor:
             self._guard.protect(self.namespace)
             self.flush()
             self._stdin.allow = allow_stdin
-            if timeout and timeout > 0 and self._guard.installed:
+            if timeout and 0 < timeout <= MAX_TIMEOUT and self._guard.installed:
                 cell.deadline = time.monotonic() + timeout
                 self._guard.arm_timer(timeout)
             filename = self._filename(execution_count)
@@ -444,6 +445,11 @@ class Executor:
         used = self._filenames.get(count, 0)
         self._filenames[count] = used + 1
         return f"<cell {count}>" if not used else f"<cell {count}.{used + 1}>"
+
+
+#: The longest cell timeout (seconds, about 31 years) the SIGALRM timer is armed for. A longer
+#: one, ``inf`` included, means no timeout: ``setitimer`` cannot arm it (``OverflowError``).
+MAX_TIMEOUT = 1e9
 
 
 def _cancel_message(reason: str) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
+from cellbox.child.executor import MAX_TIMEOUT
 from tests.unit.executor_harness import h  # noqa: F401 - fixture
 
 KILL_SOON = ("import os, signal, threading\n"
@@ -310,3 +313,21 @@ def test_timeout_inside_a_hold_is_raised_by_release(h):
 def test_release_without_anything_held_is_quiet(h):
     h.ex.namespace["ex"] = h.ex
     assert h.value("ex.hold()\nex.release()\n'fine'") == "'fine'"
+
+
+# --- timeouts too long for the timer ----------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", [1e10, 1e300, float("inf"), MAX_TIMEOUT * 2])
+def test_timeout_past_what_the_timer_can_arm_is_none(h, timeout):
+    done = h.ok("ran = 2 + 2\nran", timeout=timeout)
+    assert (done.value.repr, done.stopped) == ("4", None)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert h.value("import asyncio\nawait asyncio.sleep(0)\n'async'", timeout=timeout) == "'async'"
+
+
+def test_longest_timeout_is_armed_and_disarmed(h):
+    seen = []
+    h.ex.namespace["seen"] = seen
+    h.ok("import signal\nseen.append(signal.getitimer(signal.ITIMER_REAL)[0])", timeout=MAX_TIMEOUT)
+    assert seen[0] > MAX_TIMEOUT - 60
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
