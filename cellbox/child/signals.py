@@ -11,6 +11,7 @@ SIGTERM, SIGCHLD, SIGHUP and SIGQUIT at their defaults.
 from __future__ import annotations
 
 import signal
+import threading
 
 _DEFAULT = (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
 
@@ -23,3 +24,15 @@ def reset() -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def start_blocked(thread: threading.Thread) -> None:
+    """Start ``thread`` with every signal blocked (it inherits the mask). The kernel delivers a
+    process-directed signal to any thread that does not block it; one delivered to a helper
+    thread would leave the main thread asleep in a system call (``time.sleep``, a ``recv``)
+    instead of waking it to run the handler, and the interrupt would end in a kill."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

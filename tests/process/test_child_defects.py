@@ -108,6 +108,22 @@ class Child:
         self.send(ch.Interrupt(id=cell_id))
         os.kill(self.pid, signal.SIGINT)
 
+    def interrupt_until_done(self, cell_id: int, every: float = 0.05, timeout: float = 5.0) -> ch.Done:
+        """The addressed message once, then a wake-up SIGINT every ``every`` seconds until the
+        cell's ``Done`` comes. A SIGINT that lands just before the main thread enters a
+        blocking call (after its C handler ran, before ``clock_nanosleep``) does not wake it:
+        a CPython race no handler can close. Repeating the wake-up is harmless (each
+        ``Interrupt`` is applied once; a bare SIGINT does nothing) and closes it."""
+        self.send(ch.Interrupt(id=cell_id))
+        deadline = time.monotonic() + timeout
+        while True:
+            os.kill(self.pid, signal.SIGINT)
+            try:
+                return self.recv(ch.Done, timeout=every)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
     # -- output and process -----------------------------------------------------------------
 
     def text(self, stream: str = "stdout") -> str:
@@ -121,6 +137,15 @@ class Child:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{needle!r} not on {stream} within {timeout} s")
+                self._cond.wait(left)
+
+    def wait_size(self, stream: str, size: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.output[stream]) < size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.output[stream])} bytes on {stream}, not {size}")
                 self._cond.wait(left)
 
     def alive(self) -> bool:
@@ -241,8 +266,7 @@ def test_interrupt_inside_input(child):
     c = child()
     c.send(ch.Exec(id=1, code="input('? ')", execution_count=1, allow_stdin=True))
     c.recv(ch.InputRequest)
-    c.interrupt(1)
-    done = c.recv(ch.Done)
+    done = c.interrupt_until_done(1)
     assert done.stopped == "interrupt" and done.error.type == "KeyboardInterrupt"
     c.send(ch.Exec(id=2, code="input('? ')", execution_count=2, allow_stdin=True))
     c.recv(ch.InputRequest)
@@ -285,8 +309,7 @@ def test_child_execed_with_sigint_ignored_and_blocked_still_interrupts(child):
     assert _mask(c.proc_status("SigBlk")) == set()
     assert not _mask(c.proc_status("SigIgn")) & {signal.SIGINT, signal.SIGHUP}
     c.send(ch.Exec(id=1, code="import time\ntime.sleep(30)", execution_count=1))
-    c.interrupt(1)
-    done = c.recv(ch.Done)
+    done = c.interrupt_until_done(1)
     assert done.stopped == "interrupt" and done.error.type == "KeyboardInterrupt"
 
 
@@ -306,3 +329,55 @@ def test_server_started_with_sigint_blocked_gives_children_an_empty_mask(make_se
                          "(int(s['SigBlk'], 16), int(s['SigIgn'], 16) >> (signal.SIGINT - 1) & 1, "
                          "signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN)")
     assert r["value"]["repr"] == "(0, 0, True)", r
+
+
+# --- coalesced output ------------------------------------------------------------------------
+
+def test_a_burst_before_a_long_call_arrives_during_the_call(child):
+    c = child()
+    c.send(ch.Exec(id=1, code="for i in range(1000):\n    print(i)\nprint('last')\n"
+                              "import time\ntime.sleep(3)", execution_count=1))
+    c.wait_output("last\n", timeout=2.0)
+    c.sock.settimeout(0)
+    with pytest.raises(BlockingIOError):  # the cell is still sleeping: no Done yet
+        c.sock.recv(1)
+    assert c.text() == "".join(f"{i}\n" for i in range(1000)) + "last\n"
+    assert c.recv(ch.Done).error is None
+
+
+def test_each_stream_keeps_its_order(child):
+    c = child()
+    done = c.run(1, "import sys\nfor i in range(20000):\n"
+                    "    print(i, file=sys.stderr if i % 3 == 0 else sys.stdout)")
+    assert done.error is None
+    want_out = "".join(f"{i}\n" for i in range(20000) if i % 3)
+    want_err = "".join(f"{i}\n" for i in range(20000) if not i % 3)
+    c.wait_size("stdout", len(want_out))
+    c.wait_size("stderr", len(want_err))
+    assert (c.text(), c.text("stderr")) == (want_out, want_err)
+
+
+def test_a_fork_does_not_repeat_buffered_output(child):
+    c = child()
+    done = c.run(1, "import os, sys\nfor i in range(200):\n    print(i)\npid = os.fork()\n"
+                    "if pid == 0:\n    print('child')\n    sys.stdout.flush()\n    os._exit(0)\n"
+                    "os.waitpid(pid, 0)\nprint('parent')")
+    assert done.error is None
+    c.wait_output("parent\n")
+    c.wait_output("child\n")
+    text = c.text()
+    assert sorted(text.splitlines()) == sorted([str(i) for i in range(200)] + ["child", "parent"])
+
+
+def test_sleep_after_a_burst_is_interrupted(child):
+    # The burst starts the output flusher thread; the SIGINT must still wake the main thread.
+    # The burst's last line is sent by the flusher just as the main thread goes to sleep,
+    # which is when a single SIGINT can be lost (see interrupt_until_done).
+    c = child()
+    for i in range(1, 6):
+        c.send(ch.Exec(id=i, code=f"for i in range(2000):\n    print(i)\nprint('sleep {i}')\n"
+                                  "import time\ntime.sleep(30)", execution_count=i))
+        c.wait_output(f"sleep {i}\n")
+        done = c.interrupt_until_done(i)
+        assert (done.id, done.stopped, done.error.type) == (i, "interrupt", "KeyboardInterrupt")
+    assert c.run(10, "2 + 2").value.repr == "4"  # the extra wake-ups stopped nothing else
