@@ -22,6 +22,9 @@ Invariants:
   wakes a loop sleeping in its selector); background tasks are never raised into.
 - The SIGALRM timer is armed iff a cell with a timeout is running; a late alarm (its deadline
   not reached) is ignored.
+- Between ``hold()`` and ``release()`` (engine code that user code called, such as a channel
+  write) nothing is raised into the cell; what would have been is raised by ``release()``.
+- ``interrupt_next(id)`` stops cell ``id`` when it starts, never another one.
 
 Process-wide hooks (``install``) and the namespace protection done before every cell are in
 ``guard.py``; reports of background failures in ``background.py``.
@@ -53,7 +56,7 @@ class _Cell:
     """State of the running cell."""
 
     __slots__ = ("id", "count", "silent", "allow_stdin", "timeout", "deadline", "repr_limit",
-                 "on_done", "t0", "phase", "in_user", "task", "stopped", "pending",
+                 "on_done", "t0", "phase", "in_user", "task", "stopped", "pending", "held",
                  "cancel_reason", "compiled", "value", "exc", "warnings", "deltas")
 
     def __init__(self, cell_id: int, count: int, silent: bool, allow_stdin: bool,
@@ -72,6 +75,7 @@ class _Cell:
         self.task: asyncio.Task[None] | None = None
         self.stopped: str | None = None  # an interrupt or the timeout was delivered
         self.pending: str | None = None  # one arrived before user code started
+        self.held: str | None = None  # one arrived inside a hold() (raised by release())
         self.cancel_reason: str | None = None
         self.compiled: compiler.CompiledCell | None = None
         self.value: Value | None = None
@@ -123,7 +127,8 @@ class Executor:
             display=richrepr.make_display(emit_display, self.flush, self._repr_limit,
                                           self._note))
         self._cell: _Cell | None = None
-        self._early: str | None = None  # see interrupt_next
+        self._early: dict[int, str] = {}  # cell id -> reason; see interrupt_next
+        self._holds = 0  # see hold
         self._loop: asyncio.AbstractEventLoop | None = None
         self._filenames: dict[int, int] = {}
         self._auto_count = 0
@@ -134,6 +139,12 @@ class Executor:
     def running(self) -> bool:
         """True iff a cell is running (between ``start()`` and its ``on_done``)."""
         return self._cell is not None
+
+    @property
+    def cell_id(self) -> int | None:
+        """The id of the running cell (set first thing in ``start()``), or None."""
+        cell = self._cell
+        return None if cell is None else cell.id
 
     def install(self) -> None:
         """Take over the process for this session (``guard.py`` lists what): output
@@ -171,8 +182,9 @@ class Executor:
         A cell that does not await runs to completion inside this call (``on_done`` is called
         before it returns); one that awaits runs as a Task in ``self.context``. User errors
         never raise here: they are ``Done.error``. Raises ``RuntimeError`` if a cell is already
-        running. ``timeout`` (seconds, None or 0 for none) counts from this call; ``silent``:
-        no value and ``_`` unchanged; ``allow_stdin``: whether ``input()`` may ask the client.
+        running. ``timeout`` (seconds; None, 0 or more than ``MAX_TIMEOUT`` for none) counts
+        from this call; ``silent``: no value and ``_`` unchanged; ``allow_stdin``: whether
+        ``input()`` may ask the client.
         """
         if self._cell is not None:
             raise RuntimeError("a cell is already running in this session")
@@ -180,7 +192,7 @@ class Executor:
                      on_done)
         self._cell = cell
         # Registered first, consumed second: a signal between the two lands on the cell itself.
-        early, self._early = self._early, None
+        early = self._early.pop(cell_id, None)
         if early is not None and cell.pending is None:
             cell.pending = cell.stopped = early
         try:
@@ -189,7 +201,7 @@ class Executor:
             self._guard.protect(self.namespace)
             self.flush()
             self._stdin.allow = allow_stdin
-            if timeout and timeout > 0 and self._guard.installed:
+            if timeout and 0 < timeout <= MAX_TIMEOUT and self._guard.installed:
                 cell.deadline = time.monotonic() + timeout
                 self._guard.arm_timer(timeout)
             filename = self._filename(execution_count)
@@ -319,7 +331,12 @@ class Executor:
                     counters=cell.deltas)
         cell.exc = None  # the Done holds all that is needed; drop the frames
         self._cell = None
-        cell.on_done(done)
+        try:
+            cell.on_done(done)
+        finally:
+            # An interrupt_next for this cell that came after it ended (the host still counted
+            # it as not started) must not stop a later cell.
+            self._early.pop(cell.id, None)
 
     def _error_info(self, exc: BaseException) -> ErrorInfo:
         sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
@@ -354,6 +371,9 @@ class Executor:
             return  # the alarm of an earlier cell, delivered late
         if cell.in_user:
             if _runner_on_stack(frame):
+                if self._holds:  # engine code the cell called must not be cut short
+                    cell.held = reason
+                    return
                 cell.stopped = reason
                 raise self._stop_exception(reason, cell)
         elif cell.task is None:  # user code has not started: the runner raises on entry
@@ -362,11 +382,31 @@ class Executor:
         if cell.task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_cell, cell, reason)
 
-    def interrupt_next(self, reason: str) -> None:
-        """An interrupt for a cell the host has received but not started yet (its ``start`` is
-        on the way): the next ``start`` stops its cell before user code runs. Safe to call from
-        a signal handler at any point before or during ``start``."""
-        self._early = reason
+    def interrupt_next(self, cell_id: int, reason: str) -> None:
+        """An interrupt for cell ``cell_id``, which the host has received but not started yet:
+        its ``start`` stops it before user code runs (``Done.stopped`` is ``reason``). Safe to
+        call from a signal handler at any point before or during that ``start``; forgotten when
+        that cell ends, so a call that comes too late never stops another cell."""
+        self._early[cell_id] = reason
+
+    def hold(self) -> None:
+        """Begin engine code that user code calls and that must not be cut short, such as a
+        write to the supervisor's channel from ``display()`` or ``input()``: an interrupt or
+        timeout that would raise into the cell meanwhile is kept, and ``release()`` raises it.
+        Holds nest; pair every ``hold`` with a ``release`` (in a ``finally``)."""
+        self._holds += 1
+
+    def release(self) -> None:
+        """End a ``hold()``; when the last one ends, raise what it kept (``KeyboardInterrupt``
+        or the cell's ``TimeoutError``) into the cell, which is on the caller's stack."""
+        self._holds -= 1
+        cell = self._cell
+        if self._holds or cell is None or cell.held is None:
+            return
+        reason, cell.held = cell.held, None
+        if cell.in_user:
+            cell.stopped = reason
+            raise self._stop_exception(reason, cell)
 
     def handle_escaped(self, exc: BaseException) -> None:
         """Called by whoever runs the loop when ``KeyboardInterrupt`` or ``SystemExit`` escaped
@@ -405,6 +445,11 @@ class Executor:
         used = self._filenames.get(count, 0)
         self._filenames[count] = used + 1
         return f"<cell {count}>" if not used else f"<cell {count}.{used + 1}>"
+
+
+#: The longest cell timeout (seconds, about 31 years) the SIGALRM timer is armed for. A longer
+#: one, ``inf`` included, means no timeout: ``setitimer`` cannot arm it (``OverflowError``).
+MAX_TIMEOUT = 1e9
 
 
 def _cancel_message(reason: str) -> str:

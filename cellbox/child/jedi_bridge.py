@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Any
 
+from cellbox.child import signals
 from cellbox.child.resolver import MISSING, dict_keys, getattr_static
 
 _jedi: Any = None  # the jedi module, once loaded
@@ -95,7 +96,7 @@ def run(call: Any, budget: float) -> Any:
 
     worker = threading.Thread(target=work, name="cellbox-editor", daemon=True)
     try:
-        worker.start()
+        signals.start_blocked(worker)  # it may outlive the request: SIGINT is the main thread's
     except RuntimeError:
         _busy.release()
         return None

@@ -7,9 +7,13 @@ onto low fds cannot corrupt it), reads ``Configure``, applies cwd and limits, an
 and then runs the session's asyncio loop forever on the main thread. Cells arrive as ``Exec``
 and are handed to the executor; ``Done`` goes back when a cell ends.
 
+Interrupts are addressed: the supervisor writes ``Interrupt(id)`` and then sends SIGINT, which
+only wakes the child to read the channel (``link.py``); the child stops cell ``id`` if it runs
+or has been received and not started, and ignores the interrupt otherwise.
+
 Invariants: only the main thread touches the channel; messages are written whole (one
-``write`` loop per frame); the loop is restarted if a ``KeyboardInterrupt`` escapes it; end of
-the channel (the supervisor is gone) ends the process.
+``write`` loop per frame); a SIGINT never stops a cell by itself; the loop is restarted if a
+``KeyboardInterrupt`` escapes it; end of the channel (the supervisor is gone) ends the process.
 """
 
 from __future__ import annotations
@@ -18,66 +22,14 @@ import os
 import signal
 import sys
 
+from cellbox.child import signals
+from cellbox.child.link import CHANNEL_LOST, Cells, Channel, Route, channel_lost
 from cellbox.protocol import channel as ch
+
+__all__ = ["CHANNEL_LOST", "Host", "channel_lost", "main", "set_name"]
 
 CHANNEL_FD = 3
 _HIGH_FD = 200
-#: The exit status of a child whose channel to the supervisor broke under it (``exit 70``).
-CHANNEL_LOST = 70
-
-
-def channel_lost(exc: BaseException) -> None:
-    """The channel is gone while the supervisor lives (user code closed or replaced its
-    descriptor): say so on stderr, which the eval's result carries, and exit."""
-    try:
-        os.write(2, f"\ncellbox: this interpreter lost its channel to the supervisor ({exc}); did the "
-                    "cell close file descriptors it did not open? The session restarts.\n".encode())
-    except OSError:
-        pass
-    os._exit(CHANNEL_LOST)
-
-
-class Channel:
-    """The child's end of the private channel."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.reader = ch.ChannelReader(to_child=True)
-        self.pending: list[object] = []
-
-    def send(self, msg: ch.Msg) -> None:
-        data = memoryview(ch.encode(msg))
-        while data:
-            try:
-                n = os.write(self.fd, data)
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                channel_lost(exc)
-            data = data[n:]
-
-    def read_available(self) -> list[object]:
-        """Read once (the fd is readable) and return whole messages; ``[None]`` at EOF."""
-        try:
-            data = os.read(self.fd, 1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError as exc:
-            channel_lost(exc)
-        if not data:
-            return [None]
-        return self.reader.feed(data)
-
-    def wait_for(self, kind: type) -> object | None:
-        """Block until a message of ``kind`` arrives (others are kept for the loop)."""
-        while True:
-            for i, msg in enumerate(self.pending):
-                if isinstance(msg, kind):
-                    return self.pending.pop(i)
-            data = os.read(self.fd, 1 << 16)
-            if not data:
-                return None
-            self.pending.extend(self.reader.feed(data))
 
 
 def _setup_process() -> Channel:
@@ -132,6 +84,9 @@ def _configure(chan: Channel, cfg: ch.Configure) -> str | None:
 
 
 def main() -> None:
+    signals.reset()
+    # Until the host listens, a SIGINT (a wake-up with nothing to act on yet) does nothing.
+    signal.signal(signal.SIGINT, _not_listening)
     chan = _setup_process()
     cfg = chan.wait_for(ch.Configure)
     if cfg is None:
@@ -151,11 +106,22 @@ def main() -> None:
     host.run(python)
 
 
+def _not_listening(signum: int, frame: object) -> None:
+    pass
+
+
 class Host:
-    """Runs the session loop and routes channel messages to the executor."""
+    """Runs the session loop and routes channel messages to the executor.
+
+    Interrupts are addressed (``link.py`` has the theory): the SIGINT handler only wakes the
+    child to read the channel, and an ``Interrupt(id)`` read from any reader is applied by
+    ``_apply_interrupts``. ``cell_id`` is the cell whose ``Done`` has not been sent (displays
+    and input requests carry it); ``cells`` the cells read and not ended.
+    """
 
     def __init__(self, chan: Channel, cfg: ch.Configure) -> None:
         import asyncio
+        import collections
 
         from cellbox.child.executor import Executor
 
@@ -163,8 +129,9 @@ class Host:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.cell_id: int | None = None
-        self.queue: list[ch.Exec] = []
-        self.execs_in_hand = 0  # Exec messages read from the channel and not yet queued
+        self.queue: collections.deque[ch.Exec] = collections.deque()
+        self.cells = Cells()
+        self._drain_soon = False  # a _drain is scheduled
         import types
 
         # The namespace is a real __main__ module, so pickle and multiprocessing find classes
@@ -181,6 +148,12 @@ class Host:
             ast_cache_size=cfg.ast_cache_size,
             memory_limited=bool(limits and limits.memory_mb),
         )
+        chan.on_exec = self.cells.received
+        chan.hold = self.executor.hold
+        chan.release = self.executor.release
+        for msg in chan.pending:  # read along with Configure
+            if isinstance(msg, ch.Exec):
+                self.cells.received(msg.id)
 
     # -- sinks -----------------------------------------------------------------------------
 
@@ -201,10 +174,14 @@ class Host:
 
     def _request_input(self, prompt: str, password: bool) -> str:
         self.chan.send(ch.InputRequest(id=self.cell_id or 0, prompt=prompt, password=password))
-        reply = self.chan.wait_for(ch.InputReply)
+        reply = self.chan.wait_for(ch.InputReply, self._interrupt_input)
         if reply is None or reply.text is None:  # type: ignore[union-attr]
             raise EOFError("no input")
         return reply.text  # type: ignore[union-attr]
+
+    def _interrupt_input(self) -> None:
+        # The cell is on this stack (inside input()): an interrupt for it raises right here.
+        self._apply_interrupts(sys._getframe())
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -215,9 +192,11 @@ class Host:
         from cellbox.protocol.messages import Display
 
         figures.install(lambda data: self._emit_display(Display(data=data)))
+        self.chan.on_pending = self._schedule_drain
         signal.signal(signal.SIGINT, self._on_sigint)
         self.loop.add_reader(self.chan.fd, self._on_readable)
         self.chan.send(ch.Hello(pid=os.getpid(), python=python))
+        self._schedule_drain()  # messages that came with Configure
         while True:
             try:
                 self.loop.run_forever()
@@ -227,38 +206,62 @@ class Host:
         os._exit(0)
 
     def _on_sigint(self, signum: int, frame: object) -> None:
-        if self.executor.running:
-            self.executor.interrupt("interrupt", frame)
-        elif self.cell_id is not None or self.queue or self.execs_in_hand or _readable(self.chan.fd):
-            # The supervisor interrupted a cell we have not started yet (its Exec is unread, in
-            # hand or being set up): the executor stops it as soon as it starts. A signal that
-            # comes when none of these holds is a late one for a cell that already finished
-            # (the supervisor writes an Exec only after the previous Done).
-            self.executor.interrupt_next("interrupt")
-        # else: a late signal for a cell that already finished; nothing to stop
+        """A wake-up: read the channel and apply the ``Interrupt`` messages it brought. A
+        SIGINT that brings none (sent by someone else, or late) changes nothing."""
+        if self.chan.collect(wakeup=True):
+            self._apply_interrupts(frame)
+
+    def _apply_interrupts(self, frame: object) -> None:
+        """Apply each collected ``Interrupt`` once; ``frame`` is where the code was when it was
+        read (the running cell's code is interrupted only if it is on that stack)."""
+        now = False
+        while True:
+            try:
+                cell_id = self.chan.interrupts.popleft()
+            except IndexError:
+                break
+            route = self.cells.route(cell_id, self.executor.cell_id)
+            if route is Route.NOW:
+                now = True
+            elif route is Route.AT_START:
+                self.executor.interrupt_next(cell_id, "interrupt")
+        if now:  # last: it may raise
+            self.executor.interrupt("interrupt", frame)  # type: ignore[arg-type]
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_soon:
+            self._drain_soon = True
+            self.loop.call_soon_threadsafe(self._drain)  # safe from a signal handler
 
     def _on_readable(self) -> None:
-        msgs = self.chan.pending + self.chan.read_available()
-        self.chan.pending = []
-        self.execs_in_hand = sum(isinstance(m, ch.Exec) for m in msgs)
-        try:
-            for msg in msgs:
-                if msg is None:
-                    self.loop.stop()
-                    return
-                self._handle(msg)
-        finally:
-            self.execs_in_hand = 0
+        self.chan.collect()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Apply interrupts, then handle pending messages in order (an ``Exec`` of a cell that
+        does not await runs to its end in here)."""
+        self._drain_soon = False
+        self._apply_interrupts(None)
+        pending = self.chan.pending
+        while True:
+            try:
+                msg = pending.popleft()
+            except IndexError:
+                break
+            self._handle(msg)
+        if self.chan.eof:
+            self.loop.stop()
 
     def _handle(self, msg: object) -> None:
-        if isinstance(msg, ch.Exec):
-            self.queue.append(msg)
-            self.execs_in_hand -= 1  # covered by the queue from here on
-            if self.cell_id is None:
-                self._next()
-        elif isinstance(msg, ch.Complete | ch.Inspect):
-            self.chan.send(self._editor(msg))
-        # a stray InputReply (its cell was interrupted) is dropped
+        match msg:
+            case ch.Exec():
+                self.queue.append(msg)
+                if self.cell_id is None:
+                    self._next()
+            case ch.Complete() | ch.Inspect():
+                self.chan.send(self._editor(msg))
+            case _:
+                pass  # a stray InputReply (its cell was interrupted) is dropped
 
     def _editor(self, msg: ch.Complete | ch.Inspect) -> ch.Msg:
         try:
@@ -275,7 +278,7 @@ class Host:
 
     def _next(self) -> None:
         while self.queue and self.cell_id is None:
-            msg = self.queue.pop(0)
+            msg = self.queue.popleft()
             self.cell_id = msg.id
             self.executor.start(
                 msg.code,
@@ -293,19 +296,12 @@ class Host:
             from cellbox.child import figures
 
             figures.flush()
-        self.cell_id = None  # before Done: a SIGINT from here on is late for this cell
+        # Before Done: from here on an Interrupt for this cell is late and ignored.
+        self.cells.ended(done.id)
+        self.cell_id = None
         self.chan.send(done)
         if self.queue:
             self.loop.call_soon(self._next)
-
-
-def _readable(fd: int) -> bool:
-    import select
-
-    try:
-        return bool(select.select([fd], [], [], 0)[0])
-    except (OSError, ValueError):
-        return False
 
 
 if __name__ == "__main__":

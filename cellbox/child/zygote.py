@@ -23,6 +23,8 @@ import signal
 import socket
 import sys
 
+from cellbox.child import signals
+
 CONTROL_FD = 3
 
 
@@ -45,9 +47,7 @@ def rechannel(fds: list[int], env: dict[str, str], supervisor: int) -> None:
     for fd in fds:
         if fd > 3:
             os.close(fd)
-    for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signals.reset()  # the zygote ignores SIGINT; a child starts like a fresh interpreter
     os.environ.clear()
     os.environ.update(env)
     os.environ["CELLBOX_PARENT"] = str(supervisor)
@@ -105,6 +105,7 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
 
 
 def main() -> None:
+    signals.reset()  # first: a mask or SIG_IGN its parent left would pass to every child
     supervisor = int(os.environ.get("CELLBOX_PARENT", "0") or 0)
     if sys.platform.startswith("linux"):
         import ctypes

@@ -9,6 +9,9 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
+from cellbox.child.executor import MAX_TIMEOUT
 from tests.unit.executor_harness import h  # noqa: F401 - fixture
 
 KILL_SOON = ("import os, signal, threading\n"
@@ -237,21 +240,94 @@ def test_timeout_still_works_after_user_replaced_sigalrm_handler(h):
 
 # --- an interrupt that arrives before its cell starts ------------------------------------------
 
-def test_interrupt_next_stops_the_next_cell_before_user_code(h):
-    h.ex.interrupt_next("interrupt")
-    done = h.error("ran = True")
+def test_interrupt_next_stops_its_cell_before_user_code(h):
+    h.ex.interrupt_next(7, "interrupt")
+    done = h.error("ran = True", cell_id=7)
     assert done.error.type == "KeyboardInterrupt" and done.stopped == "interrupt"
     assert h.value("'ran' in globals()") == "False"
 
 
 def test_interrupt_next_is_consumed_once(h):
-    h.ex.interrupt_next("interrupt")
-    h.error("1")
-    assert h.value("2 + 2") == "4"
+    h.ex.interrupt_next(7, "interrupt")
+    h.error("1", cell_id=7)
+    assert h.value("2 + 2", cell_id=7) == "4"
+
+
+def test_interrupt_next_never_stops_another_cell(h):
+    h.ex.interrupt_next(8, "interrupt")
+    assert h.value("2 + 2", cell_id=7) == "4"
+    assert h.error("1", cell_id=8).stopped == "interrupt"
+
+
+def test_interrupt_next_for_a_cell_that_ended_is_forgotten(h):
+    # The host counts a cell as not started until its on_done: an interrupt routed to it
+    # then is dropped with the cell, not kept for a later cell with that id.
+    h.ok("pass")
+    dones = []
+
+    def on_done(done):
+        h.ex.interrupt_next(7, "interrupt")
+        dones.append(done)
+
+    h.ex.start("1", cell_id=7, execution_count=99, on_done=on_done)
+    assert dones and dones[0].stopped is None
+    assert h.value("2 + 2", cell_id=7) == "4"
 
 
 def test_interrupt_next_cancels_an_awaiting_cell_before_it_runs(h):
-    h.ex.interrupt_next("interrupt")
-    done = h.error("import asyncio\nawait asyncio.sleep(0)\nran = True")
+    h.ex.interrupt_next(7, "interrupt")
+    done = h.error("import asyncio\nawait asyncio.sleep(0)\nran = True", cell_id=7)
     assert done.stopped == "interrupt" and done.error.type in ("CancelledError", "KeyboardInterrupt")
     assert h.value("'ran' in globals()") == "False"
+
+
+# --- hold / release: engine code the cell called is not cut short -----------------------------
+
+def test_interrupt_inside_a_hold_is_raised_by_release(h):
+    h.ex.namespace["ex"] = h.ex
+    done = h.error("import signal\nsteps = []\nex.hold()\ntry:\n"
+                   "    signal.raise_signal(signal.SIGINT)\n    steps.append('held')\n"
+                   "finally:\n    ex.release()\nsteps.append('after')")
+    assert done.error.type == "KeyboardInterrupt" and done.stopped == "interrupt"
+    assert h.value("steps") == "['held']"
+
+
+def test_holds_nest(h):
+    h.ex.namespace["ex"] = h.ex
+    done = h.error("import signal\nsteps = []\nex.hold()\nex.hold()\n"
+                   "signal.raise_signal(signal.SIGINT)\nex.release()\nsteps.append('inner')\n"
+                   "ex.release()\nsteps.append('outer')")
+    assert done.error.type == "KeyboardInterrupt"
+    assert h.value("steps") == "['inner']"
+
+
+def test_timeout_inside_a_hold_is_raised_by_release(h):
+    h.ex.namespace["ex"] = h.ex
+    done = h.error("import time\nex.hold()\ntry:\n    t0 = time.monotonic()\n"
+                   "    while time.monotonic() - t0 < 0.3: pass\n    held = True\n"
+                   "finally:\n    ex.release()", timeout=0.05)
+    assert done.error.type == "TimeoutError" and done.stopped == "timeout"
+    assert h.value("held") == "True"
+
+
+def test_release_without_anything_held_is_quiet(h):
+    h.ex.namespace["ex"] = h.ex
+    assert h.value("ex.hold()\nex.release()\n'fine'") == "'fine'"
+
+
+# --- timeouts too long for the timer ----------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", [1e10, 1e300, float("inf"), MAX_TIMEOUT * 2])
+def test_timeout_past_what_the_timer_can_arm_is_none(h, timeout):
+    done = h.ok("ran = 2 + 2\nran", timeout=timeout)
+    assert (done.value.repr, done.stopped) == ("4", None)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert h.value("import asyncio\nawait asyncio.sleep(0)\n'async'", timeout=timeout) == "'async'"
+
+
+def test_longest_timeout_is_armed_and_disarmed(h):
+    seen = []
+    h.ex.namespace["seen"] = seen
+    h.ok("import signal\nseen.append(signal.getitimer(signal.ITIMER_REAL)[0])", timeout=MAX_TIMEOUT)
+    assert seen[0] > MAX_TIMEOUT - 60
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
