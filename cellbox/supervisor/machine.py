@@ -26,7 +26,8 @@ Eval states (``EvalState``), in order, each entered at most once:
   -> stopping (a kill was decided) -> done; ``done`` may follow any state.
 
 The ladder (PROTOCOL.md section 6): the child enforces an eval's timeout itself; an
-interrupt writes ``Interrupt(cell id)`` and then wakes the child with SIGINT. If no ``Done``
+interrupt writes ``Interrupt(cell id)`` and then wakes the child with SIGINT, again every
+``REWAKE`` seconds (a signal that lands just before a blocking call is lost). If no ``Done``
 comes by ``timeout + grace``, or ``grace`` after the first interrupt, the child is killed and
 the first stop reason is the ``cause``. A child that closes its channel is killed after
 ``grace`` (``"channel closed"``) unless it exits first; a corrupt channel is killed at once.
@@ -62,6 +63,9 @@ from cellbox.protocol.messages import Display, ErrorInfo, EvalResult, Truncated
 
 #: Seconds per window of the between-evals output cap.
 IDLE_WINDOW = 1.0
+#: Seconds between SIGINT wake-ups while an interrupted cell has not answered: a signal that
+#: lands just before the main thread enters a blocking call does not wake it.
+REWAKE = 0.05
 
 
 class SessionState(enum.Enum):
@@ -301,7 +305,8 @@ class Eval:
     waiting_input: bool = False
     stop_reason: Literal["timeout", "interrupt"] | None = None
     timeout_at: float = math.inf
-    deadline: float = math.inf
+    deadline: float = math.inf  # the kill
+    rewake_at: float = math.inf  # the next SIGINT wake-up of an interrupted cell
     caps: dict[str, OutputCap] = field(default_factory=dict)
     out: dict[str, list[str]] = field(default_factory=dict)
     displays: list[Display] = field(default_factory=list)
@@ -405,7 +410,7 @@ class SessionMachine:
         """When ``tick`` must be called next (``inf``: never)."""
         d = min(self._idle["stdout"].deadline, self._idle["stderr"].deadline)
         if self.running is not None:
-            d = min(d, self.running.deadline)
+            d = min(d, self.running.deadline, self.running.rewake_at)
         if self.child is not None:
             d = min(d, self.child.channel_deadline)
         return d
@@ -455,6 +460,7 @@ class SessionMachine:
                 assert self.child is not None
                 self._effects.append(Send(self.child.gen, ch.Interrupt(id=ev.cell_id)))
                 self._effects.append(Wake(self.child.gen))
+                ev.rewake_at = now + REWAKE
             case EvalState.STOPPING:
                 pass  # already being killed; its answer is on the way
             case EvalState.DONE:
@@ -499,10 +505,15 @@ class SessionMachine:
             self._kill(child, "channel closed", now)
             return
         ev = self.running
-        if ev is not None and ev.state is EvalState.SENT and now >= ev.deadline:
+        if ev is None or ev.state is not EvalState.SENT:
+            return
+        if now >= ev.deadline:
             if ev.stop_reason is None:
                 ev.stop_reason = "timeout" if now >= ev.timeout_at else "interrupt"
             self._kill(child, ev.stop_reason, now)
+        elif now >= ev.rewake_at:
+            self._effects.append(Wake(child.gen))
+            ev.rewake_at = now + REWAKE
 
     # -- the child ---------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class Driver:
                     child.interrupts.append(msg.id)
             case mc.Wake(gen=gen):
                 child = self.children[gen]
-                assert child.sent and isinstance(child.sent[-1], ch.Interrupt), "a wake follows its Interrupt"
+                assert child.interrupts, "a wake-up follows an Interrupt"
                 child.wakes += 1
             case mc.Kill(gen=gen, reason=reason):
                 child = self.children[gen]

@@ -145,6 +145,20 @@ def test_interrupt_that_is_ignored_ends_in_a_kill_after_the_grace():
     assert d.children[1].killed == "interrupt"
 
 
+def test_an_interrupted_cell_is_woken_again_until_it_answers():
+    d = ready_driver(grace=1.0)
+    d.submit(1, "import time; time.sleep(60)")
+    d.interrupt()
+    assert d.children[1].wakes == 1
+    for _ in range(5):
+        d.advance(mc.REWAKE)
+    assert d.children[1].wakes == 6
+    assert [type(m) for m in d.children[1].sent] == [ch.Exec, ch.Interrupt]  # one Interrupt
+    d.done(error=True, stopped="interrupt")
+    d.advance(mc.REWAKE)
+    assert d.children[1].wakes == 6 and d.result(1).status == "interrupted"
+
+
 def test_a_done_that_arrives_after_the_kill_is_ignored():
     d = ready_driver(grace=1.0)
     d.submit(1, timeout=1)
