@@ -105,11 +105,11 @@ def test_collect_output_false(server):
 
 def test_silent(server):
     sid = server.create()
-    server.eval(sid, "1")
+    assert [server.eval(sid, code)["executionCount"] for code in ("1", "2")] == [1, 2]
     r = server.eval(sid, "41 + 1", silent=True)
-    assert r["value"] is None and r["executionCount"] == 1
+    assert r["value"] is None and r["executionCount"] == 2  # unchanged, reported as it stands
     r = server.eval(sid, "_")
-    assert r["value"]["repr"] == "1" and r["executionCount"] == 2
+    assert r["value"]["repr"] == "2" and r["executionCount"] == 3
 
 
 def test_display_notification(server):
