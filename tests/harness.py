@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -110,6 +111,26 @@ class Server:
                     raise TimeoutError(f"condition not met within {timeout} s; stderr: {self.stderr_text()[-2000:]}")
                 self._lock.wait(left)
 
+    def wait_output(self, request_id: Any, marker: str, timeout: float = 20.0, stream: str = "stdout") -> str:
+        """Wait until the eval ``request_id`` has streamed ``marker`` (in ``session/output``
+        notifications); return its output so far."""
+
+        def seen() -> str:
+            text = self.outputs(request_id, stream)
+            return text if marker in text else ""
+
+        return self.wait_for(seen, timeout)
+
+    def start(self, session: str, code: str, ready: str = "ready", wait: float = 20.0, **params: Any) -> Any:
+        """Send an eval whose ``code`` prints ``ready`` and flushes right before it blocks
+        (``print('ready', flush=True); time.sleep(60)``); return its request id once that
+        output has arrived, so the child is inside the blocking call, not merely holding the
+        eval. ``params`` go on the wire (``timeout=`` included); ``wait`` bounds the wait."""
+        assert ready in code, f"the cell must print {ready!r} right before it blocks"
+        rid = self.send("session/eval", {"session": session, "code": code, **params})
+        self.wait_output(rid, ready, wait)
+        return rid
+
     def reply(self, id: Any, timeout: float = 10.0) -> dict[str, Any]:
         return self.wait_for(lambda: self.replies.get(_k(id)), timeout)
 
@@ -197,14 +218,57 @@ def assert_no_leftovers(
 ) -> None:
     """Fail if processes carrying ``tag`` are still alive after ``timeout`` seconds."""
     find = source or (lambda: leftovers(tag, ignore=ignore))
+    left: list[int] = []
+
+    def none_left() -> bool:
+        left[:] = find()
+        return not left
+
+    if not poll_until(none_left, timeout):
+        raise AssertionError(f"processes survived: {left}")
+
+
+def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Call ``predicate`` until it returns a truthy value (returned) or ``timeout`` seconds
+    pass (returns the last falsy value). For state with no event to wait on (/proc, a request
+    answered by polling); between tries the thread waits, it never spins."""
+    pause = threading.Event()  # never set: wait() is an interruptible, yielding pause
     deadline = time.monotonic() + timeout
     while True:
-        left = find()
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes survived: {left}")
-        time.sleep(0.02)  # polling /proc under a deadline; there is no event to wait on
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        pause.wait(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` has exited (a zombie counts as exited); fail after ``timeout`` s.
+
+    Waits on a pidfd, which becomes readable when the process exits, so nothing polls.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfd support (old kernel): poll /proc instead
+        if not poll_until(lambda: not _alive(pid), timeout):
+            raise AssertionError(f"pid {pid} still alive after {timeout} s") from None
+        return
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not readable:
+        raise AssertionError(f"pid {pid} still alive after {timeout} s")
+
+
+def _alive(pid: int) -> bool:
+    """True iff ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 _HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm"}

@@ -17,6 +17,7 @@ import sys
 import uuid
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
 import anyio
 import pytest
@@ -58,14 +59,14 @@ def tag():
 
 
 @asynccontextmanager
-async def mcp_session(tag: str, *args: str):
+async def mcp_session(tag: str, *args: str, **client: Any):
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "cellbox", "serve", *args],
         env={**os.environ, "PYTHONPATH": ROOT, "CELLBOX_TEST_TAG": tag},
     )
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
+        async with ClientSession(read, write, **client) as session:
             yield session
 
 
@@ -208,11 +209,54 @@ async def test_cancelled_call_stops_the_code_and_frees_the_session(tag):
         assert attr(again, "isError") is False and attr(again, "structuredContent")["value"]["repr"] == "42"
 
 
-@pytest.mark.skipif(MCP_MAJOR >= 2, reason="mcp 2.x reports unknown notifications differently")
+def _rejected(record: logging.LogRecord) -> bool:
+    """A log record of the SDK turning away a server notification: mcp 1.x warns that it
+    failed to validate it; 2.x warns the same for a known method with bad params, and logs
+    at debug level that it dropped a method it does not know."""
+    text = record.getMessage()
+    return "Failed to validate notification" in text or (text.startswith("dropped") and "not defined at" in text)
+
+
 async def test_only_mcp_notifications_reach_an_mcp_client(tag, caplog):
-    async with mcp_session(tag) as session:
-        await session.initialize()
-        with caplog.at_level(logging.WARNING):
-            await session.call_tool("python", {"code": "print('hello')"})
+    """A ``tools/call`` streams no ``session/output`` (a cellbox notification) to an MCP
+    client; checked on both SDK majors, each of which reports a foreign notification its own way."""
+    received: list[object] = []
+
+    async def handler(message: object) -> None:
+        received.append(message)
+
+    with caplog.at_level(logging.DEBUG):
+        async with mcp_session(tag, message_handler=handler) as session:  # gets what passed
+            await session.initialize()
+            result = await session.call_tool("python", {"code": "print('hello')\nimport sys; print('err', file=sys.stderr)"})
+            assert "hello" in text_of(result)
             await session.send_ping()  # the notifications came before this reply
-    assert not [r for r in caplog.records if "Failed to validate notification" in r.getMessage()]
+    rejected = [r.getMessage()[:200] for r in caplog.records if _rejected(r)]
+    assert not rejected, rejected
+    assert not [m for m in received if "session/" in repr(m)], received
+
+
+@pytest.mark.parametrize(
+    "code, args, status, line",
+    [
+        ("1/0", {}, "error", "[cellbox: the code raised an exception; variables are kept]"),
+        ("import time\nprint('ready', flush=True)\ntime.sleep(30)", {"timeout": 0.5}, "timeout",
+         "[cellbox: the code hit its timeout and was stopped; variables are kept]"),
+        ("import os\nos._exit(3)", {}, "killed",
+         "[cellbox: the session's interpreter was killed (exit 3); it has been replaced, "
+         "so all variables and imports are gone]"),
+    ],
+    ids=["error", "timeout", "killed"],
+)
+async def test_python_text_ends_with_the_outcome_line(tag, code, args, status, line):
+    """PROTOCOL.md section 8: the text a model reads says how the call ended, not only the
+    ``structuredContent`` (which a client may not show it)."""
+    async with mcp_session(tag, "--kill-grace", "1") as session:
+        await session.initialize()
+        ok = await session.call_tool("python", {"code": "x = 1"})
+        assert "[cellbox:" not in text_of(ok)
+        result = await session.call_tool("python", {"code": code, **args})
+        assert attr(result, "isError") is True and attr(result, "structuredContent")["status"] == status
+        text = text_of(result)
+        assert text.splitlines()[-1] == line, text
+        assert text.count("[cellbox:") == 1

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.harness import RpcError, poll_until
+
 
 @pytest.mark.parametrize(
     "code, cause",
@@ -28,15 +30,8 @@ def test_child_death_reported_and_replaced(server, code, cause):
 def test_death_while_idle_is_reported_on_next_eval(server):
     sid = server.create()
     server.eval(sid, "import os, threading, time\nthreading.Timer(0.05, lambda: os._exit(5)).start()")
-    server.wait_for(lambda: True)
-    import time
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if server.call("session/list")["sessions"][0]["state"] == "dead":
-            break
-    else:
-        raise AssertionError("session never reported dead")
+    dead = lambda: server.call("session/list")["sessions"][0]["state"] == "dead"  # noqa: E731
+    assert poll_until(dead, 10), "session never reported dead"
     r = server.eval(sid, "1")
     assert r["status"] == "ok" and r["stateLost"] is True
 
@@ -69,8 +64,8 @@ def test_session_limits_override(server):
 
 def test_session_default_timeout_from_limits(server):
     sid = server.create(limits={"timeout": 0.3})
-    r = server.eval(sid, "import time; time.sleep(30)")
-    assert r["status"] == "timeout"
+    r = server.eval(sid, "import time; print('ready', flush=True); time.sleep(30)")
+    assert (r["status"], r["stateLost"], r["stdout"]) == ("timeout", False, "ready\n")
 
 
 def test_memory_error_without_limit_is_plain_error(server):
@@ -80,8 +75,6 @@ def test_memory_error_without_limit_is_plain_error(server):
 
 
 def test_limits_too_low_to_start_are_a_clear_start_failure(server):
-    from tests.harness import RpcError
-
     with pytest.raises(RpcError) as exc:
         server.create(limits={"openFiles": 3})
     assert exc.value.code == -32012

@@ -52,13 +52,6 @@ def _inspect(server, sid: str, code: str, cursor: int | None = None) -> dict[str
                                            "cursor": len(code) if cursor is None else cursor})
 
 
-def _start(server, sid: str, code: str) -> Any:
-    """Send an eval that prints READY once it runs; return its request id when it has."""
-    rid = server.send("session/eval", {"session": sid, "code": "print('READY', flush=True)\n" + code})
-    server.wait_for(lambda: "READY" in server.outputs(rid))
-    return rid
-
-
 def _error_code(server, method: str, params: Any) -> int:
     with pytest.raises(RpcError) as info:
         server.call(method, params)
@@ -129,7 +122,7 @@ def test_side_effects_never_run(live):
 def test_answers_fast_while_another_session_spins(server):
     busy, sid = server.create(), server.create()
     server.eval(sid, SNEAKY)
-    rid = _start(server, busy, "while True: pass")
+    rid = server.start(busy, "print('ready', flush=True)\nwhile True: pass")
     _complete(server, sid, "sneaky.")  # the first request loads the completer (and warms jedi)
     times: dict[str, list[float]] = {"complete": [], "inspect": [], "isComplete": []}
     for _ in range(15):
@@ -149,7 +142,7 @@ def test_answers_fast_while_another_session_spins(server):
 
 def test_answers_while_own_cell_awaits(live):
     server, sid = live
-    rid = _start(server, sid, "late_name = 1\nawait asyncio.sleep(60)")
+    rid = server.start(sid, "late_name = 1\nprint('ready', flush=True)\nawait asyncio.sleep(60)")
     assert _complete(server, sid, "late_n")["matches"] == ["late_name"]
     server.call("session/interrupt", {"session": sid})
     assert server.reply(rid)["result"]["status"] == "interrupted"

@@ -1,6 +1,8 @@
 """Output streaming, C-level and subprocess output, caps, displays, input."""
 
-import time
+import re
+
+import pytest
 
 
 def test_output_streams_in_order_with_request_id(server):
@@ -50,13 +52,47 @@ def test_output_cap_head_tail_marker(make_server):
     assert s.outputs(rid) == out
 
 
+HEAD_CUT_IN_A_CHARACTER = pytest.mark.xfail(
+    strict=True, reason="the head ends inside a character, whose first bytes then show as U+FFFD"
+)
+
+
+@pytest.mark.parametrize(
+    "text, count, limit, stream",
+    [
+        ("x", 10_000, 1001, "stdout"),
+        ("ab\n", 3_333, 1001, "stderr"),
+        ("é", 5_001, 1001, "stdout"),  # the tail would start inside a character
+        ("€☃", 2_000, 1003, "stdout"),  # the same, with 3-byte characters
+        pytest.param("€☃", 2_000, 1001, "stdout", marks=HEAD_CUT_IN_A_CHARACTER),
+    ],
+    ids=["ascii", "lines-stderr", "2-byte", "3-byte", "head-cut-in-a-character"],
+)
+def test_truncated_counts_exactly_the_dropped_bytes(make_server, text, count, limit, stream):
+    """Bytes shown (head + tail) plus ``truncated`` is exactly what the cell wrote, also when
+    the kept tail would start inside a multi-byte character; the marker names the same number,
+    and what is shown is whole characters of what was written."""
+    s = make_server("--output-bytes", str(limit))
+    sid = s.create()
+    written = text * count
+    total = len(written.encode())
+    rid = s.send("session/eval", {"session": sid, "code": f"import sys\nsys.{stream}.write({text!r} * {count})"})
+    r = s.reply(rid)["result"]
+    shown, dropped = r[stream], r["truncated"][stream]
+    (marker,) = re.findall(r"\n\[cellbox: (\d+) bytes of output dropped here\]\n", shown)
+    head, tail = shown.split(f"\n[cellbox: {marker} bytes of output dropped here]\n")
+    assert int(marker) == dropped
+    assert head == written[: len(head)] and tail == written[len(written) - len(tail) :]
+    assert len(head.encode()) + len(tail.encode()) + dropped == total
+    assert total - limit <= dropped <= total - limit + 3  # at most a split character more
+    assert s.outputs(rid, stream) == shown  # the notifications carried exactly the same
+
+
 def test_huge_output_never_blocks(server):
     sid = server.create()
-    t0 = time.monotonic()
     r = server.eval(sid, "import sys\nfor _ in range(200): sys.stdout.write('x' * 50000)\n'done'", wait=60)
     assert r["status"] == "ok" and r["value"]["repr"] == "'done'"
     assert r["truncated"]["stdout"] == 200 * 50000 - (1 << 20)
-    assert time.monotonic() - t0 < 30
 
 
 def test_collect_output_false(server):
@@ -69,11 +105,11 @@ def test_collect_output_false(server):
 
 def test_silent(server):
     sid = server.create()
-    server.eval(sid, "1")
+    assert [server.eval(sid, code)["executionCount"] for code in ("1", "2")] == [1, 2]
     r = server.eval(sid, "41 + 1", silent=True)
-    assert r["value"] is None and r["executionCount"] == 1
+    assert r["value"] is None and r["executionCount"] == 2  # unchanged, reported as it stands
     r = server.eval(sid, "_")
-    assert r["value"]["repr"] == "1" and r["executionCount"] == 2
+    assert r["value"]["repr"] == "2" and r["executionCount"] == 3
 
 
 def test_display_notification(server):
@@ -94,11 +130,9 @@ def test_value_mime_bundle(server):
 
 def test_input_without_stdin_fails_fast(server):
     sid = server.create()
-    t0 = time.monotonic()
-    r = server.eval(sid, "input('name? ')")
+    r = server.eval(sid, "input('name? ')", wait=10)  # never hangs
     assert r["status"] == "error" and r["error"]["type"] == "EOFError"
     assert "stdin" in r["error"]["message"].lower()
-    assert time.monotonic() - t0 < 2
 
 
 def test_input_with_stdin(server):

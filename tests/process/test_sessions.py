@@ -1,12 +1,12 @@
 """Session lifecycle through the real server: create, eval, list, close, restart, stats, exit."""
 
-import os
 import signal
-import time
 
 import pytest
 
-from tests.harness import RpcError
+from tests.harness import RpcError, wait_gone
+
+SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(30)"
 
 
 def test_create_eval_keeps_state(server):
@@ -64,7 +64,7 @@ def test_close_then_unknown(server):
     with pytest.raises(RpcError) as exc:
         server.call("session/close", {"session": sid})
     assert exc.value.code == -32010
-    _gone(pid)
+    wait_gone(pid)
 
 
 def test_restart_gives_fresh_namespace_same_id(server):
@@ -75,30 +75,28 @@ def test_restart_gives_fresh_namespace_same_id(server):
     assert r["session"] == sid and r["pid"] != old
     r = server.eval(sid, "x")
     assert r["error"]["type"] == "NameError" and r["executionCount"] == 1
-    _gone(old)
+    wait_gone(old)
 
 
-def test_restart_answers_running_and_queued(server):
+def _outcome(r):
+    return r["status"], r["stateLost"], r["cause"], r["executionCount"]
+
+
+@pytest.mark.parametrize("method, cause", [("session/restart", "restart"), ("session/close", "closed")])
+def test_close_and_restart_answer_running_and_queued(server, method, cause):
+    """PROTOCOL.md section 4: evals running or queued on a closed or restarted session are
+    answered ``killed``, ``stateLost: true``, with the cause; a dropped one never ran."""
     sid = server.create()
-    running = server.send("session/eval", {"session": sid, "code": "import time; time.sleep(30)"})
-    queued = server.send("session/eval", {"session": sid, "code": "1"})
-    _wait_busy(server, sid)
-    server.call("session/restart", {"session": sid})
-    r1 = server.reply(running)["result"]
-    r2 = server.reply(queued)["result"]
-    assert (r1["status"], r1["stateLost"], r1["cause"]) == ("killed", True, "restart")
-    assert (r2["status"], r2["cause"], r2["executionCount"]) == ("killed", "restart", None)
-
-
-def test_close_answers_running_and_queued(server):
-    sid = server.create()
-    running = server.send("session/eval", {"session": sid, "code": "import time; time.sleep(30)"})
-    queued = server.send("session/eval", {"session": sid, "code": "1"})
-    _wait_busy(server, sid)
-    server.call("session/close", {"session": sid})
-    assert server.reply(running)["result"]["cause"] == "closed"
-    r = server.reply(queued)["result"]
-    assert r["status"] == "killed" and r["cause"] == "closed" and r["executionCount"] is None
+    server.eval(sid, "x = 1")
+    running = server.start(sid, SLEEP)
+    queued = [server.send("session/eval", {"session": sid, "code": "ran = True"}) for _ in range(2)]
+    server.call(method, {"session": sid})
+    assert _outcome(server.reply(running)["result"]) == ("killed", True, cause, 2)
+    for rid in queued:
+        assert _outcome(server.reply(rid)["result"]) == ("killed", True, cause, None)
+    if method == "session/restart":  # the queued evals never ran in the fresh child either
+        r = server.eval(sid, "'ran' in globals(), 'x' in globals()")
+        assert r["value"]["repr"] == "(False, False)" and r["executionCount"] == 1
 
 
 def test_evals_on_one_session_run_in_order(server):
@@ -112,13 +110,12 @@ def test_evals_on_one_session_run_in_order(server):
 
 def test_busy_session_does_not_delay_others(server):
     a, b = server.create(), server.create()
-    slow = server.send("session/eval", {"session": a, "code": "while True: pass"})
-    _wait_busy(server, a)
-    t0 = time.monotonic()
-    assert server.eval(b, "1 + 1")["value"]["repr"] == "2"
-    server.call("ping")
-    server.call("session/list")
-    assert time.monotonic() - t0 < 2.0
+    slow = server.start(a, "print('ready', flush=True)\nwhile True: pass")
+    # Session a never ends by itself: each answer arriving at all (within the call's own
+    # deadline) shows it did not wait behind a.
+    assert server.eval(b, "1 + 1", wait=10)["value"]["repr"] == "2"
+    server.call("ping", timeout=10)
+    assert {s["session"]: s["state"] for s in server.call("session/list", timeout=10)["sessions"]}[a] == "busy"
     server.call("session/interrupt", {"session": a})
     assert server.reply(slow)["result"]["status"] == "interrupted"
 
@@ -178,8 +175,7 @@ def test_exit_without_shutdown_is_1(make_server):
 def test_signal_to_server_closes_everything(make_server, sig):
     s = make_server()
     sid = s.create()
-    s.send("session/eval", {"session": sid, "code": "import time; time.sleep(30)"})
-    _wait_busy(s, sid)
+    s.start(sid, SLEEP)
     s.proc.send_signal(sig)
     assert s.proc.wait(10) == 0
     s.assert_no_leftovers()
@@ -197,29 +193,6 @@ def test_server_sigkill_leaves_no_child(make_server):
 def test_stdin_eof_exits_zero_with_work_running(make_server):
     s = make_server()
     sid = s.create()
-    s.send("session/eval", {"session": sid, "code": "while True: pass"})
-    _wait_busy(s, sid)
+    s.start(sid, "print('ready', flush=True)\nwhile True: pass")
     assert s.close() == 0
     s.assert_no_leftovers()
-
-
-def _wait_busy(server, sid):
-    """Poll session/list (a real request each time) until the eval is running."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for s in server.call("session/list")["sessions"]:
-            if s["session"] == sid and s["state"] == "busy":
-                return
-    raise AssertionError("session never became busy")
-
-
-def _gone(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except OSError:
-            return
-    raise AssertionError(f"pid {pid} still alive")

@@ -18,12 +18,12 @@ def test_hundred_sessions(make_server):
     interrupted = sessions[:33]
     killed = sessions[33:43]
     calm = sessions[43:]
-    slow = {sid: s.send("session/eval", {"session": sid, "code": "print('READY')\nimport time\ntime.sleep(60)"}) for sid in interrupted}
+    slow = {sid: s.send("session/eval", {"session": sid, "code": "import time\nprint('READY', flush=True)\ntime.sleep(60)"}) for sid in interrupted}
     dying = {sid: s.send("session/eval", {"session": sid, "code": "import os\nos._exit(7)"}) for sid in killed}
     busy = {sid: s.send("session/eval", {"session": sid, "code": "sum(range(1000)) + v"}) for sid in calm}
 
     for sid, rid in slow.items():
-        s.wait_for(lambda rid=rid: "READY" in s.outputs(rid), timeout=60)
+        s.wait_output(rid, "READY", timeout=60)
         s.send("session/interrupt", {"session": sid})
     for sid, rid in slow.items():
         r = s.reply(rid, timeout=60)["result"]

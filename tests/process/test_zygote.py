@@ -2,9 +2,8 @@
 
 import os
 import signal
-import time
 
-from tests.harness import _comm
+from tests.harness import _comm, poll_until
 
 
 def _helpers(server, name):
@@ -56,9 +55,7 @@ def test_no_zygote_flag(make_server):
 
 def test_zygote_death_is_survived(server):
     sid = server.create()
-    deadline = time.monotonic() + 10
-    while not _helpers(server, "cellbox-zygote"):
-        assert time.monotonic() < deadline
+    assert poll_until(lambda: _helpers(server, "cellbox-zygote"), 10), "no zygote"
     for pid in _helpers(server, "cellbox-zygote"):
         try:
             os.kill(pid, signal.SIGKILL)
