@@ -186,20 +186,24 @@ class OutputCap:
         """Take bytes the child wrote; return the text to stream now (may be empty)."""
         if self._decoder is None:
             self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        if self.head_left >= len(data):
+        if self.head_left > len(data):
             self.head_left -= len(data)
             return self._decoder.decode(data)
-        live = b""
-        if self.head_left:
-            live, data = data[: self.head_left], data[self.head_left :]
+        live, data = data[: self.head_left], data[self.head_left :]
+        text = self._decoder.decode(live) if live else ""
+        if self.head_left or self._decoder.getstate()[0]:
+            # The head ends here, on a character boundary: the bytes of a character it cuts
+            # (held by the decoder, maybe since an earlier read) go to the tail.
             self.head_left = 0
+            data = self._decoder.getstate()[0] + data
+            self._decoder.reset()
         tail = self.tail
         tail += data
         excess = len(tail) - self.tail_size
         if excess > 0:
             del tail[:excess]
             self.dropped += excess
-        return self._decoder.decode(live, final=True) if live else ""
+        return text
 
     def admit(self, size: int) -> bool:
         """A display of ``size`` bytes: True if it fits in the head; else it is dropped."""
@@ -779,10 +783,9 @@ class SessionMachine:
             truncated = Truncated(stdout=ev.caps["stdout"].dropped, stderr=ev.caps["stderr"].dropped)
             if ev.collect:
                 stdout, stderr = "".join(ev.out["stdout"]), "".join(ev.out["stderr"])
-        if done is not None:  # silent: the count unchanged, reported as it stands (as Jupyter)
-            count = self.execution_count if ev.silent else done.execution_count
-        else:
-            count = self.execution_count if ev.caps else None
+        count = None  # an eval that never started has none
+        if ev.caps:  # silent: the count unchanged, reported as it stands (as Jupyter)
+            count = ev.count - 1 if ev.silent else ev.count
         result = EvalResult(
             status=status,  # type: ignore[arg-type]
             execution_count=count,

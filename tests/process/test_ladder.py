@@ -305,7 +305,6 @@ def _stat(pid):
     return None if state == "Z" else (state, int(ppid), int(pgrp))
 
 
-@pytest.mark.xfail(strict=False, reason="defect 2, fixed by the supervisor rebuild")
 @pytest.mark.timeout(300)
 def test_interrupt_right_behind_each_eval_is_never_lost(server):
     """200 times: an eval that never ends and, in the same write, an interrupt naming it. The

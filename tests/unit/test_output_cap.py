@@ -104,10 +104,6 @@ def test_ascii_delivered_is_min_of_fed_and_limit(texts, limit):
     assert (_marker_number(marker) if marker else 0) == cap.dropped
 
 
-HEAD_CUT = "defect: the head can end inside a character; its bytes then show as U+FFFD or are lost uncounted"
-
-
-@pytest.mark.xfail(strict=True, reason=HEAD_CUT)
 def test_head_ending_inside_a_character_at_a_read_boundary_loses_no_byte_uncounted():
     cap = StreamCap(4)  # head 2 bytes, window 2 bytes
     data = [b"a\xc3", b"\xa9bcdef"]  # the head ends inside "é", where a read ended
@@ -117,7 +113,6 @@ def test_head_ending_inside_a_character_at_a_read_boundary_loses_no_byte_uncount
     assert _marker_number(marker) == cap.dropped
 
 
-@pytest.mark.xfail(strict=True, reason=HEAD_CUT)
 def test_head_ending_inside_a_character_shows_no_replacement_character():
     cap = StreamCap(4)
     live = cap.feed("aébcdef".encode())  # the head ends inside "é", within one read
