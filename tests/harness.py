@@ -121,14 +121,20 @@ class Server:
 
         return self.wait_for(seen, timeout)
 
-    def start(self, session: str, code: str, ready: str = "ready", wait: float = 20.0, **params: Any) -> Any:
+    def start(self, session: str, code: str, ready: str = "ready", wait: float = 20.0, *,
+              asleep: bool = False, **params: Any) -> Any:
         """Send an eval whose ``code`` prints ``ready`` and flushes right before it blocks
         (``print('ready', flush=True); time.sleep(60)``); return its request id once that
         output has arrived, so the child is inside the blocking call, not merely holding the
-        eval. ``params`` go on the wire (``timeout=`` included); ``wait`` bounds the wait."""
+        eval. With ``asleep``, also wait until the child's main thread sleeps in the kernel
+        (the output can reach us before ``print`` returns). ``params`` go on the wire
+        (``timeout=`` included); ``wait`` bounds the wait."""
         assert ready in code, f"the cell must print {ready!r} right before it blocks"
         rid = self.send("session/eval", {"session": session, "code": code, **params})
         self.wait_output(rid, ready, wait)
+        if asleep:
+            (pid,) = [s["pid"] for s in self.call("session/list")["sessions"] if s["session"] == session]
+            assert poll_until(lambda: _thread_state(pid) == "S", wait), f"child {pid} never slept"
         return rid
 
     def reply(self, id: Any, timeout: float = 10.0) -> dict[str, Any]:
@@ -272,6 +278,15 @@ def _alive(pid: int) -> bool:
 
 
 _HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm"}
+
+
+def _thread_state(pid: int) -> str:
+    """The scheduler state of ``pid``'s main thread (``R``, ``S``, ...)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
 
 
 def _comm(pid: str) -> str:

@@ -184,6 +184,13 @@ class _Flusher:
         self._due: dict[StreamWriter, float] = {}
         self._thread: threading.Thread | None = None
 
+    def start(self) -> None:
+        """Start the thread now (the host does, before any cell): a thread started from
+        inside a cell's ``print`` would hold an interrupt back until the print returns."""
+        with self._cond:
+            if self._thread is None:
+                self._start()
+
     def schedule(self, writer: StreamWriter, delay: float) -> None:
         with self._cond:
             if writer in self._due:
@@ -223,6 +230,7 @@ class _Flusher:
 
 _writers: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
 _flusher = _Flusher()
+start_flusher = _flusher.start
 
 
 def _before_fork() -> None:

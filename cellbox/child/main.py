@@ -196,6 +196,9 @@ class Host:
         signal.signal(signal.SIGINT, self._on_sigint)
         self.loop.add_reader(self.chan.fd, self._on_readable)
         self.chan.send(ch.Hello(pid=os.getpid(), python=python))
+        from cellbox.child.capture import start_flusher
+
+        start_flusher()  # before any cell: not from inside a cell's print
         self._schedule_drain()  # messages that came with Configure
         while True:
             try:

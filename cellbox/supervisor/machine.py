@@ -193,9 +193,12 @@ class OutputCap:
         text = self._decoder.decode(live) if live else ""
         if self.head_left or self._decoder.getstate()[0]:
             # The head ends here, on a character boundary: the bytes of a character it cuts
-            # (held by the decoder, maybe since an earlier read) go to the tail.
+            # (held by the decoder, maybe since an earlier read) go to the tail, whose window
+            # grows by as much, so ``limit`` bytes still pass.
+            pending = self._decoder.getstate()[0]
             self.head_left = 0
-            data = self._decoder.getstate()[0] + data
+            self.tail_size += len(pending)
+            data = pending + data
             self._decoder.reset()
         tail = self.tail
         tail += data

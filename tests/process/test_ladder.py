@@ -23,7 +23,7 @@ SLEEP = "import time\nprint('ready', flush=True)\ntime.sleep(60)"
 def test_interrupt_sleep_keeps_namespace(server):
     sid = server.create()
     server.eval(sid, "x = 7")
-    rid = server.start(sid, SLEEP)
+    rid = server.start(sid, SLEEP, asleep=True)
     assert server.call("session/interrupt", {"session": sid}) == {"interrupted": True}
     r = server.reply(rid)["result"]
     assert r["status"] == "interrupted" and r["stateLost"] is False and r["cause"] == "interrupt"
