@@ -195,10 +195,10 @@ class Host:
         self.chan.on_pending = self._schedule_drain
         signal.signal(signal.SIGINT, self._on_sigint)
         self.loop.add_reader(self.chan.fd, self._on_readable)
-        self.chan.send(ch.Hello(pid=os.getpid(), python=python))
         from cellbox.child.capture import start_flusher
 
-        start_flusher()  # before any cell: not from inside a cell's print
+        start_flusher()  # before any cell (not from inside a cell's print) and before Hello
+        self.chan.send(ch.Hello(pid=os.getpid(), python=python))
         self._schedule_drain()  # messages that came with Configure
         while True:
             try:
