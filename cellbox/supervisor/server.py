@@ -18,6 +18,7 @@ the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -156,28 +157,51 @@ class Server:
             await self._read(fd)
 
     async def _read(self, fd: int) -> None:
-        can_poll = pollable(fd)
-        while True:
-            try:
-                if can_poll:
-                    await anyio.wait_readable(fd)
-                    data = os.read(fd, 1 << 16)
-                else:
+        if not pollable(fd):  # a regular file: read it in a thread
+            while True:
+                try:
                     data = await anyio.to_thread.run_sync(os.read, fd, 1 << 16, abandon_on_cancel=True)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if self._take(data):
+                    return
+        # A reader callback registered once: a request is handled (an eval written to its
+        # child) from the loop's own call, with no task switch and no epoll change per read.
+        loop = asyncio.get_running_loop()
+        ended = anyio.Event()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 1 << 16)
             except (BlockingIOError, InterruptedError):
-                continue
+                return
             except OSError:
                 data = b""
-            if not data:
-                for item in self.framer.close():
-                    self._receive(item)
-                log.info("stdin closed: closing every session and exiting")
+            if self._take(data):
+                loop.remove_reader(fd)
+                ended.set()
+
+        loop.add_reader(fd, readable)
+        try:
+            await ended.wait()
+        finally:
+            loop.remove_reader(fd)
+
+    def _take(self, data: bytes) -> bool:
+        """Feed what stdin gave (``b""``: its end); True once reading must stop."""
+        if not data:
+            for item in self.framer.close():
+                self._receive(item)
+            log.info("stdin closed: closing every session and exiting")
+            self._stop.set()
+            return True
+        for item in self.framer.feed(data):
+            if self._receive(item):
                 self._stop.set()
-                return
-            for item in self.framer.feed(data):
-                if self._receive(item):
-                    self._stop.set()
-                    return
+                return True
+        return False
 
     def _receive(self, item: bytes | FrameError) -> bool:
         """Handle one framed message; True if the stream cannot go on."""
