@@ -159,3 +159,65 @@ def test_a_corrupt_channel_is_killed_with_an_honest_answer(make_server, garbage)
     assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "corrupt channel", True)
     r = server.eval(sid, "x")
     assert r["error"]["type"] == "NameError" and r["stateLost"] is False
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.timeout(60)
+def test_a_client_that_stops_reading_bounds_the_server_and_blocks_the_child():
+    """Defect 3: a client that stopped reading made the server grow by about 200 MB/s. Now
+    the outbox holds a few MiB, then the children's pipes are not read (the printing child
+    blocks), and once the client reads again everything arrives and every request is answered."""
+    import json
+    import subprocess
+    import sys
+    import threading
+    import uuid
+
+    from tests.harness import ROOT, assert_no_leftovers
+
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, CELLBOX_TEST_TAG=tag, PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellbox", "serve", "--output-bytes", "100000000"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+
+    def send(i, method, params):
+        proc.stdin.write((json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}) + "\n").encode())
+        proc.stdin.flush()
+
+    def until_reply(i):
+        while True:
+            msg = json.loads(proc.stdout.readline())
+            if msg.get("id") == i:
+                return msg
+
+    try:
+        send(1, "session/create", {})
+        flood = until_reply(1)["result"]["session"]
+        send(2, "session/create", {})
+        quiet = until_reply(2)["result"]["session"]
+        code = ("import asyncio\nasync def spam():\n    while True:\n        print('x' * 999)\n"
+                "        await asyncio.sleep(0)\ntask = asyncio.ensure_future(spam())")
+        send(3, "session/eval", {"session": flood, "code": code})
+        until_reply(3)
+        base = _rss_kib(proc.pid)
+        peak = base
+        pause = threading.Event()
+        for _ in range(30):  # three seconds without reading stdout
+            pause.wait(0.1)
+            peak = max(peak, _rss_kib(proc.pid))
+        assert peak - base < 40 * 1024, (base, peak)  # KiB: a few MiB queued, not GBs
+        send(4, "session/eval", {"session": quiet, "code": "6 * 7"})
+        assert until_reply(4)["result"]["value"]["repr"] == "42"  # reading again drains it all
+        send(5, "session/eval", {"session": flood, "code": "task.cancel()"})
+        assert until_reply(5)["result"]["status"] == "ok"
+    finally:
+        proc.stdin.close()
+        proc.stdout.read()
+        assert proc.wait(20) == 0
+    assert_no_leftovers(tag)
