@@ -55,8 +55,9 @@ import math
 import os
 import signal
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
+
+import msgspec
 
 from cellbox.protocol import channel as ch
 from cellbox.protocol.messages import Display, ErrorInfo, EvalResult, Truncated
@@ -92,30 +93,26 @@ class ChildState(enum.Enum):
 # --- effects ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Spawn:
+class Spawn(msgspec.Struct, frozen=True):
     """Start child ``gen`` (its ``child_ready`` or ``child_start_failed`` comes back)."""
 
     gen: int
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True):
     """Write ``msg`` to child ``gen``'s channel, after everything written before it."""
 
     gen: int
     msg: ch.Msg
 
 
-@dataclass(frozen=True, slots=True)
-class Wake:
+class Wake(msgspec.Struct, frozen=True):
     """SIGINT child ``gen``, after the writes before it (the wake-up of an ``Interrupt``)."""
 
     gen: int
 
 
-@dataclass(frozen=True, slots=True)
-class Kill:
+class Kill(msgspec.Struct, frozen=True):
     """SIGKILL child ``gen`` with its whole tree; then deliver what its pipes hold and call
     ``child_killed(gen)``."""
 
@@ -123,8 +120,7 @@ class Kill:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(msgspec.Struct, frozen=True):
     """Text for the client: of eval ``ev``, or printed between evals (``ev`` None) and sent
     under ``request_id``, the last eval's."""
 
@@ -134,8 +130,7 @@ class Output:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Show:
+class Show(msgspec.Struct, frozen=True):
     """A display for the client (``ev`` None: between evals, under ``request_id``)."""
 
     ev: Eval | None
@@ -143,20 +138,18 @@ class Show:
     display: Display
 
 
-@dataclass(frozen=True, slots=True)
-class AskInput:
+class AskInput(msgspec.Struct, frozen=True):
     ev: Eval
     prompt: str
     password: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     """The one answer of ``ev``. ``counters`` are the child's detection counters."""
 
     ev: Eval
     result: EvalResult
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 Effect = Spawn | Send | Wake | Kill | Output | Show | AskInput | Answer
@@ -285,8 +278,7 @@ class IdleCap:
 # --- evals -----------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class Eval:
+class Eval(msgspec.Struct, eq=False):
     """One ``session/eval`` from arrival to its one answer. ``key`` identifies the request
     (for cancellation); ``sink`` is the shell's (e.g. MCP progress), never used here."""
 
@@ -299,7 +291,7 @@ class Eval:
     collect: bool = True
     notify: bool = True
     sink: Callable[[str, str], None] | None = None
-    on_answer: list[Callable[[Eval], None]] = field(default_factory=list)
+    on_answer: list[Callable[[Eval], None]] = msgspec.field(default_factory=list)
     state: EvalState = EvalState.QUEUED
     no_reply: bool = False  # MCP notifications/cancelled: answer nobody
     result: EvalResult | None = None
@@ -314,17 +306,16 @@ class Eval:
     timeout_at: float = math.inf
     deadline: float = math.inf  # the kill
     rewake_at: float = math.inf  # the next SIGINT wake-up of an interrupted cell
-    caps: dict[str, OutputCap] = field(default_factory=dict)
-    out: dict[str, list[str]] = field(default_factory=dict)
-    displays: list[Display] = field(default_factory=list)
+    caps: dict[str, OutputCap] = msgspec.field(default_factory=dict)
+    out: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    displays: list[Display] = msgspec.field(default_factory=list)
 
     @property
     def running(self) -> bool:
         return self.state in (EvalState.STARTING_CHILD, EvalState.SENT, EvalState.STOPPING)
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     """A session's settings: the default timeout (None or 0: none), the kill grace, the
     output cap per eval and stream, and the CPU limit (to name a SIGKILL we did not send)."""
 
@@ -334,8 +325,7 @@ class Config:
     cpu_seconds: float | None = None
 
 
-@dataclass
-class _Child:
+class _Child(msgspec.Struct):
     gen: int
     state: ChildState = ChildState.STARTING
     pid: int | None = None
