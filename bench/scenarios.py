@@ -127,6 +127,17 @@ def _starts(srv: CellboxServer, n: int, pause: float = 0.0) -> list[float]:
     return out
 
 
+def _server_start() -> float:
+    """Seconds from spawning ``cellbox serve`` to reading its ``initialize`` reply."""
+    t0 = pc()
+    srv = CellboxServer()
+    try:
+        srv.initialize()
+        return pc() - t0
+    finally:
+        srv.close()
+
+
 @scenario("start", "session start to first result: cold, with the zygote, server default")
 def start(ctx: Context) -> list[Row]:
     n, nj = ctx.n(20, 6), ctx.n(6, 2)
@@ -180,6 +191,15 @@ def start(ctx: Context) -> list[Row]:
     rows.insert(1, Row("floor.python", "floor: `python -c 'import asyncio, msgspec'`, start to exit", "ms",
                     _ms(bare), note="What a fresh child must do at least before it can answer; "
                                     "measured interleaved with the cold starts."))
+    served, bare2 = [], []
+    for _ in range(n // 2):  # interleaved with the floor again
+        served.append(_server_start())
+        bare2.append(floor.interpreter_start())
+    rows.append(Row("start.server", "server start → `initialize` reply", "ms", _ms(served),
+                    note="What an editor or `Sandbox()` pays at every start: spawn `cellbox serve`, "
+                         "send `initialize`, read the reply."))
+    rows.append(Row("start.server/floor", "server start → `initialize` / interpreter floor (medians, same run)",
+                    "×", [median(served) / median(bare2)], targets=[Target("<=", 1.3)]))
     if "--warm" in serve_help():
         with CellboxServer() as srv:
             default_zygote = has_zygote(srv.initialize(), srv.stats())
