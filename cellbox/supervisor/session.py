@@ -21,7 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -306,19 +306,3 @@ class Session:
         self._alarm, self._alarm_at = None, math.inf
         self.machine.tick(self._loop.time())
         self._pump()
-
-
-def new_eval(key: Any, request_id: Any, params: Any, *, sink: Callable[[str, str], None] | None = None,
-             notify: bool = True) -> mc.Eval:
-    """An ``Eval`` for ``session/eval`` params."""
-    return mc.Eval(
-        key=key,
-        request_id=request_id,
-        code=params.code,
-        timeout=params.timeout,
-        silent=params.silent,
-        allow_stdin=params.allow_stdin,
-        collect=params.collect_output,
-        notify=notify,
-        sink=sink,
-    )

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from typing import Any
 
 import anyio

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -10,9 +9,6 @@ import pytest
 from cellbox.protocol import channel as ch
 from cellbox.supervisor import machine as mc
 from tests.unit.machine_driver import Driver
-
-KILLED = os.WTERMSIG  # noqa: F841 - documents the status helpers below
-
 
 def signalled(sig: int) -> int:
     return sig  # a wait status for "killed by sig" (WIFSIGNALED, WTERMSIG == sig)

@@ -12,7 +12,7 @@ import signal
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cellbox.supervisor import machine as mc
 from tests.unit.machine_driver import Driver
