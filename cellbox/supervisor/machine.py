@@ -412,14 +412,6 @@ class SessionMachine:
             d = min(d, self.child.channel_deadline)
         return d
 
-    def find(self, key: Any) -> Eval | None:
-        if self.running is not None and self.running.key == key:
-            return self.running
-        for ev in self.queue:
-            if ev.key == key:
-                return ev
-        return None
-
     # -- requests ----------------------------------------------------------------------------
 
     def start(self) -> int:
