@@ -208,17 +208,15 @@ class Server:
         if isinstance(item, FrameError):
             self.send(jsonrpc.encode_error(None, errors.ParseError(data=item.message)))
             return item.fatal
-        msg = self.dispatcher.receive(item)
-        if msg is None:
-            return False
-        if isinstance(msg, bytes):
-            self.send(msg)
-        elif isinstance(msg, jsonrpc.Notification):
-            self._notification(msg)
-        elif isinstance(msg, jsonrpc.Request):
-            self._start_request(msg, self._reply)
-        elif isinstance(msg, jsonrpc.Batch):
-            self._batch(msg)
+        match self.dispatcher.receive(item):
+            case jsonrpc.Request() as req:
+                self._start_request(req, self._reply)
+            case bytes() as reply:  # an error reply the dispatcher made
+                self.send(reply)
+            case jsonrpc.Notification() as note:
+                self._notification(note)
+            case jsonrpc.Batch() as batch:
+                self._batch(batch)
         return False
 
     # -- output ----------------------------------------------------------------------------
@@ -350,10 +348,11 @@ class Server:
                 self.send(jsonrpc.encode_batch(bodies))
 
         for item in batch.items:
-            if isinstance(item, bytes):
-                bodies.append(item)
-            elif isinstance(item, jsonrpc.Notification):
-                self._notification(item)
+            match item:
+                case bytes():
+                    bodies.append(item)
+                case jsonrpc.Notification():
+                    self._notification(item)
         for req in requests:
             self._start_request(req, collect)
         if not requests and bodies:
