@@ -72,7 +72,8 @@ class Rig:
         self.out_r, self.out_w = os.pipe()
         self.err_r, self.err_w = os.pipe()
         self.rec = Recorder()
-        self.child = RecordingChild(4_000_000, sup, self.out_r, self.err_r, reaper=FakeReaper())
+        self.child = RecordingChild(4_000_000, sup, self.out_r, self.err_r, reaper=FakeReaper(),
+                                    session="unit-test-no-such-session")
         self.child.listener = self.rec
 
     def close(self) -> None:
@@ -89,7 +90,7 @@ def run(test: Any) -> None:
     async def main() -> None:
         rig = Rig()
         try:
-            with anyio.fail_after(20):
+            with anyio.fail_after(5):
                 await test(rig)
         finally:
             rig.close()
@@ -167,6 +168,36 @@ def test_drain_delivers_all_that_a_full_pipe_holds():
         assert written > 2 * child_mod._READ  # more than one read holds
         rig.child.drain()  # before any reader callback ran
         assert rig.rec.output() == data[:written]
+
+    run(test)
+
+
+def test_a_pipe_at_end_of_file_is_closed_and_unregistered():
+    async def test(rig: Rig) -> None:
+        os.close(rig.out_w)
+        for _ in range(100):
+            if rig.child._pipes["stdout"].fd is None:
+                break
+            await asyncio.sleep(0)
+        assert rig.child._pipes["stdout"].fd is None
+
+    run(test)
+
+
+def test_a_corrupt_channel_is_reported_as_corrupt():
+    async def test(rig: Rig) -> None:
+        rig.peer.sendall((ch.MAX_FRAME + 1).to_bytes(4, "big"))
+        await rig.rec.closed.wait()
+        assert [e for e in rig.rec.events if e[0] == "closed"] == [("closed", True)]
+
+    run(test)
+
+
+def test_the_exit_delivers_what_the_pipes_still_held_first():
+    async def test(rig: Rig) -> None:
+        os.write(rig.err_w, b"dying words\n")
+        rig.child._on_exit(0, None)  # the reaper's callback, before any pipe callback ran
+        assert rig.rec.events == [("output", "stderr", b"dying words\n"), ("exit", 0)]
 
     run(test)
 

@@ -467,3 +467,14 @@ def test_output_dropped_between_evals_is_reported_before_the_next_eval():
     d.done()
     assert [o.text for o in d.outputs].count(marker) == 1
     assert d.result(2).stdout == "mine"
+
+
+def test_a_display_between_evals_is_shown_while_the_window_has_room():
+    d = ready_driver(output_bytes=100)
+    d.submit(1)
+    d.done()
+    d.display(cell=None, size=60)
+    d.display(cell=None, size=60)  # over the window's budget: dropped, and said so later
+    assert [(s.ev, s.request_id) for s in d.shows] == [(None, 1)]
+    d.advance(mc.IDLE_WINDOW)
+    assert d.outputs[-1].text == "\n[cellbox: 60 bytes of output dropped here]\n"
