@@ -15,7 +15,8 @@ The working tree is never touched: the repository is copied to a temporary direc
 each mutant is applied there, its tests run (with ``PYTHONPATH`` on the copy and a fresh
 bytecode cache), and the file is restored. Outcomes: ``killed`` (the tests failed or timed
 out), ``survived`` (they passed), ``stale``, ``error`` (pytest found no tests or was misused),
-``invalid`` (the selection already fails without the mutant). Score = killed / (killed +
+``invalid`` (the selection already fails without the mutant), ``equivalent`` (it survived and
+its curated entry says why no test can tell it from the code). Score = killed / (killed +
 survived).
 
 Usage (from the repository root)::
@@ -54,18 +55,31 @@ AUTO_DEFAULT = ["cellbox/supervisor", "cellbox/protocol", "cellbox/child/executo
 
 #: Tests run for an auto mutant of a file, by the longest matching path prefix.
 AUTO_TESTS = {
-    "cellbox/supervisor/output.py": ["tests/unit/test_output_cap.py"],
-    "cellbox/supervisor/ladder.py": ["tests/unit/test_ladder.py", "tests/process/test_ladder.py"],
+    "cellbox/supervisor/machine.py": [
+        "tests/unit/test_machine.py",
+        "tests/unit/test_machine_props.py",
+        "tests/unit/test_output_cap.py",
+    ],
+    "cellbox/supervisor/session.py": ["tests/unit/test_session_shell.py", "tests/process/test_ladder.py"],
+    "cellbox/supervisor/child.py": [
+        "tests/unit/test_child_io.py",
+        "tests/unit/test_session_shell.py",
+        "tests/process/test_ladder.py::test_interrupt_sleep_keeps_namespace",
+        "tests/process/test_output.py::test_output_streams_in_order_with_request_id",
+    ],
+    "cellbox/supervisor/outbox.py": ["tests/unit/test_outbox.py"],
     "cellbox/supervisor/mcp.py": ["tests/conformance/test_mcp_sdk.py"],
     "cellbox/supervisor/completeness.py": ["tests/unit/test_completeness.py"],
     "cellbox/supervisor": ["tests/process/test_ladder.py", "tests/process/test_sessions.py"],
     "cellbox/protocol/framing.py": ["tests/unit/test_framing.py"],
+    "cellbox/protocol/channel.py": ["tests/unit/test_child_link.py", "tests/unit/test_child_io.py"],
     "cellbox/protocol": ["tests/unit/test_jsonrpc.py", "tests/conformance/test_codec_cases.py"],
     "cellbox/child/executor.py": [
         "tests/unit/test_executor_basics.py",
         "tests/unit/test_executor_interrupt.py",
         "tests/unit/test_executor_async.py",
     ],
+    "cellbox/child/link.py": ["tests/unit/test_child_link.py"],
 }
 
 _IGNORE = shutil.ignore_patterns(
@@ -82,6 +96,7 @@ class Mutant:
     tests: list[str]  # pytest arguments
     why: str = ""
     line: int | None = None  # auto mutants: the 1-based line the snippet is
+    equivalent: str = ""  # why no test can catch it (a survivor is then ``equivalent``)
 
 
 @dataclass
@@ -246,6 +261,8 @@ class Workspace:
         finally:
             target.write_text(original)
         status = {"failed": "killed", "timeout": "killed", "passed": "survived", "error": "error"}[result]
+        if status == "survived" and m.equivalent:
+            status = "equivalent"
         return Outcome(m.id, m.file, status, seconds, last if result != "timeout" else "timed out", m.why, m.tests)
 
     def close(self) -> None:
@@ -279,7 +296,10 @@ def run_all(mutants: list[Mutant], timeout: float, baseline: bool, keep: bool) -
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, object]:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("killed", "survived", "stale", "error", "invalid")}
+    counts = {
+        s: sum(o.status == s for o in outcomes)
+        for s in ("killed", "survived", "equivalent", "stale", "error", "invalid")
+    }
     scored = counts["killed"] + counts["survived"]
     score = counts["killed"] / scored if scored else None
     return {"counts": counts, "score": score, "survivors": [o.id for o in outcomes if o.status == "survived"]}

@@ -211,3 +211,10 @@ def test_loop_still_works_after_many_cells(h):
     for i in range(20):
         assert h.value(f"await asyncio.sleep(0, {i})") == str(i)
     assert asyncio.get_event_loop() is h.loop
+
+
+def test_builtins_print_is_restored_as_soon_as_an_awaiting_cell_ends(h):
+    import builtins
+
+    h.ok("import asyncio, builtins\nawait asyncio.sleep(0)\nbuiltins.print = None")
+    assert callable(builtins.print)  # the engine and the rest of the process need it now

@@ -317,3 +317,36 @@ def test_ends_with_semicolon_unit():
     assert not compiler.ends_with_semicolon("'a;'")
     assert not compiler.ends_with_semicolon("x")
     assert not compiler.ends_with_semicolon("'unterminated;")
+
+
+def test_a_failure_of_the_executor_itself_is_the_cells_error(h, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("detector bug")
+
+    h.install()
+    monkeypatch.setattr(h.ex._detector, "check", broken)
+    done = h.run("1")
+    assert done.error is not None and done.error.type == "RuntimeError"
+    assert not h.ex.running
+    monkeypatch.undo()
+    assert h.value("2") == "2"  # the session goes on
+
+
+def test_uninstall_gives_back_stdout_and_the_alarm_handler():
+    import signal
+    import sys
+
+    before_out, before_alarm = sys.stdout, signal.getsignal(signal.SIGALRM)
+    ex = Executor(emit_stream=lambda name, text: None, emit_display=lambda d: None)
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        ex.install()
+        assert sys.stdout is not before_out
+        ex.uninstall()
+        assert sys.stdout is before_out and signal.getsignal(signal.SIGALRM) == before_alarm
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)

@@ -400,3 +400,9 @@ def test_auto_passes_max_size_on():
     framer = AutoFramer(max_size=4)
     out = framer.feed(b"Content-Length: 5\r\n\r\n12345" + lsp_frame(b"[1]"))
     assert isinstance(out[0], FrameError) and out[1:] == [b"[1]"]
+
+
+def test_ndjson_partial_line_of_exactly_max_size_is_kept():
+    framer = NdjsonFramer(max_size=4)
+    assert framer.feed(b"1234") == []  # a whole line yet, unterminated: within the limit
+    assert framer.feed(b"\n") == [b"1234"]

@@ -269,6 +269,8 @@ def test_close_while_the_child_starts_kills_it_when_it_is_ready():
     assert d.result(1).cause == "closed"
     d.ready(gen=1)
     assert d.children[1].killed == "replaced"
+    r = d.result(1)
+    assert (r.status, r.state_lost, r.execution_count) == ("killed", True, None)
 
 
 def test_start_failure_answers_the_waiting_eval_and_the_next_tries_again():
@@ -377,3 +379,98 @@ def test_output_of_an_old_child_is_never_attributed_to_the_new_eval():
     d.output(b"fresh", gen=2)
     d.done()
     assert d.result(2).stdout == "fresh"
+
+
+# -- found by mutation testing (tests/mutation) ----------------------------------------------
+
+
+def test_zero_timeout_means_none_even_over_a_session_default():
+    d = ready_driver(timeout=5.0)
+    d.submit(1, timeout=0)
+    assert d.children[1].execs[0].timeout is None
+    d.advance(100.0)
+    assert 1 not in d.answers and d.children[1].killed is None
+    d.done()
+    assert d.result(1).status == "ok"
+
+
+def test_last_words_of_a_killed_child_drained_before_the_kill_is_confirmed_go_to_its_eval():
+    d = ready_driver(grace=0.5)
+    d.submit(1, timeout=1)
+    d.now += 1.5
+    d.m.tick(d.now)
+    effects = d.m.take()
+    assert mc.Kill(1, "timeout") in effects
+    for effect in effects:  # the shell: SIGKILL, deliver what the pipes held, then confirm
+        if not isinstance(effect, mc.Kill):
+            d._perform(effect)
+    d.m.child_output(1, "stdout", b"last words\n", d.now)
+    assert 1 not in d.answers
+    d.m.child_killed(1, d.now)
+    d.pump()
+    r = d.result(1)
+    assert (r.status, r.cause, r.state_lost, r.stdout) == ("killed", "timeout", True, "last words\n")
+    n = len(d.outputs)
+    d.output(b"later", gen=1)  # after the confirmation: nobody's
+    assert len(d.outputs) == n
+
+
+def test_a_fatal_done_answers_killed_and_replaces_the_child():
+    d = ready_driver()
+    d.submit(1)
+    d.done(error=True, fatal="memory")
+    r = d.result(1)
+    assert (r.status, r.cause, r.state_lost) == ("killed", "memory", True)
+    assert d.children[1].killed == "memory"
+    d.submit(2)
+    assert d.gen == 2 and d.evals[2].state is mc.EvalState.STARTING_CHILD
+    d.ready()
+    d.done()
+    assert d.result(2).state_lost is False  # the loss was reported by eval 1
+
+
+def test_a_child_killed_while_idle_makes_the_next_eval_say_state_lost():
+    d = ready_driver(grace=1.0)
+    d.channel_closed()
+    d.advance(1.0)
+    assert d.children[1].killed == "channel closed"
+    d.submit(1)
+    d.ready()
+    d.done()
+    assert d.result(1).state_lost is True
+
+
+def test_restart_after_a_death_while_idle_starts_clean():
+    d = ready_driver()
+    d.exited(signalled(signal.SIGSEGV))
+    d.restart()
+    d.ready()
+    d.submit(1)
+    d.done()
+    assert d.result(1).state_lost is False  # the client asked for an empty namespace
+
+
+def test_output_dropped_between_evals_is_reported_before_the_next_eval():
+    d = ready_driver(output_bytes=100)
+    d.submit(1)
+    d.done()
+    d.output(b"x" * 150)
+    d.submit(2)
+    marker = "\n[cellbox: 50 bytes of output dropped here]\n"
+    assert [(o.ev, o.text) for o in d.outputs[-1:]] == [(None, marker)]
+    d.output(b"mine")
+    d.advance(mc.IDLE_WINDOW)
+    d.done()
+    assert [o.text for o in d.outputs].count(marker) == 1
+    assert d.result(2).stdout == "mine"
+
+
+def test_a_display_between_evals_is_shown_while_the_window_has_room():
+    d = ready_driver(output_bytes=100)
+    d.submit(1)
+    d.done()
+    d.display(cell=None, size=60)
+    d.display(cell=None, size=60)  # over the window's budget: dropped, and said so later
+    assert [(s.ev, s.request_id) for s in d.shows] == [(None, 1)]
+    d.advance(mc.IDLE_WINDOW)
+    assert d.outputs[-1].text == "\n[cellbox: 60 bytes of output dropped here]\n"

@@ -141,3 +141,29 @@ def test_a_closed_reader_breaks_the_outbox_and_nothing_waits(pipe):
 
     anyio.run(main)
     assert broken == [True]
+
+
+def test_reopens_at_low_water_not_only_when_empty(pipe):
+    r, w = pipe
+    high, low = 32 * FRAME, 16 * FRAME
+    queued_when_open: list[int] = []
+
+    async def main() -> None:
+        outbox = Outbox(high_water=high, low_water=low)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(outbox.run, w)
+            await anyio.wait_all_tasks_blocked()
+            while not outbox.paused:  # nobody reads: the pipe fills, then the queue
+                outbox.send(b"x" * FRAME)
+                await anyio.sleep(0)
+            outbox.when_open(lambda: queued_when_open.append(outbox.queued))
+            with anyio.fail_after(10):
+                while outbox.queued:
+                    await anyio.wait_readable(r)
+                    os.read(r, 4096)  # a slow reader: the queue shrinks a little at a time
+                    await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(queued_when_open) == 1
+    assert 0 < queued_when_open[0] <= low  # at low water, while bytes are still queued
