@@ -49,6 +49,8 @@ class Server:
         self.notifications: list[dict[str, Any]] = []
         self.raw: list[Any] = []
         self.stderr_lines: list[bytes] = []
+        self.reading = threading.Event()  # cleared: stdout is left unread (a stalled client)
+        self.reading.set()
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
             threading.Thread(target=self._read_stderr, daemon=True),
@@ -60,7 +62,11 @@ class Server:
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        while True:
+            self.reading.wait()
+            line = self.proc.stdout.readline()
+            if not line:
+                break
             msg = json.loads(line)
             with self._lock:
                 self.raw.append(msg)
@@ -146,6 +152,11 @@ class Server:
             raise RpcError(msg["error"])
         return msg["result"]
 
+    def rss_kib(self) -> int:
+        """The server process's resident set, in KiB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
     def stderr_text(self) -> str:
         return b"".join(self.stderr_lines).decode(errors="replace")
 
@@ -171,6 +182,7 @@ class Server:
     # -- shutdown and leaks ----------------------------------------------------------------
 
     def close(self, timeout: float = 15.0) -> int:
+        self.reading.set()  # a stalled client reads again, so the server can finish
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.close()

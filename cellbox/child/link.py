@@ -33,6 +33,10 @@ Invariants:
 - ``Cells.route`` acts on ``Interrupt(id)`` only while cell ``id`` runs, or when its ``Exec``
   has been read and the cell has not ended; an interrupt for any other id (late, for a cell that
   ended) is ignored.
+- A copy of the child made by ``os.fork()`` in user code never reads the channel and never
+  writes to it: its reads find nothing, its messages are dropped, and it exits (status 0) when
+  it would send the ``Done`` of the cell that forked it instead of going back to the loop,
+  where it would compete with the child for the session's messages.
 """
 
 from __future__ import annotations
@@ -115,11 +119,16 @@ class Channel:
         self.hold: Callable[[], None] = _nothing
         self.release: Callable[[], None] = _nothing
         self._sock = socket.socket(fileno=fd)
+        self._pid = os.getpid()  # a process with another pid is a fork of the child
         self._busy = False  # a collect is reading or sorting
         self._missed = False  # a collect was refused meanwhile
         self._waiting = False  # a wait_for is under way
 
     def send(self, msg: ch.Msg) -> None:
+        if os.getpid() != self._pid:
+            if isinstance(msg, ch.Done):
+                os._exit(0)  # a fork of the child that finished its cell: it ends here
+            return
         data = memoryview(ch.encode(msg))
         self.hold()
         try:
@@ -162,6 +171,8 @@ class Channel:
 
     def _read(self) -> bool:
         added = False
+        if os.getpid() != self._pid:
+            return False  # a fork of the child: the session's messages are not its own
         while not self.eof:
             try:
                 data = self._sock.recv(1 << 16, socket.MSG_DONTWAIT)
@@ -194,6 +205,8 @@ class Channel:
         """Block until a message of ``kind`` arrives and return it (None at end of channel);
         the others stay in ``pending``. ``between()`` runs after each read (to apply the
         interrupts it brought; it may raise, which ends the wait)."""
+        if os.getpid() != self._pid:
+            return None  # a fork of the child has no channel of its own
         self._waiting = True
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)

@@ -194,9 +194,10 @@ class Session:
         params = m.IsCompleteParams(code=code, session=self.id)
         return await self.client.call("session/isComplete", params, result_type=m.IsCompleteResult)
 
-    async def send_input(self, request_id: int | str, text: str) -> None:
-        """Answer the ``input()`` of the running eval ``request_id`` (see ``InputRequestNotification``)."""
-        params = m.InputParams(session=self.id, request_id=request_id, text=text)
+    async def send_input(self, request_id: int | str, text: str, prompt_id: int | None = None) -> None:
+        """Answer the ``input()`` of the running eval ``request_id`` (see
+        ``InputRequestNotification``); with ``prompt_id``, only that prompt."""
+        params = m.InputParams(session=self.id, request_id=request_id, text=text, prompt_id=prompt_id)
         await self.client.call("session/input", params)
 
 
@@ -211,6 +212,7 @@ class EvalStream:
         self.session = session
         self.request_id = request_id
         self.result: m.EvalResult | None = None
+        self._prompt_id: int | None = None  # of the last ``InputRequestNotification`` yielded
         self._receive = receive
         self._ended = False
 
@@ -232,11 +234,13 @@ class EvalStream:
             case m.EvalResult():
                 self._ended = True
                 self.result = item
+            case m.InputRequestNotification(prompt_id=prompt_id):
+                self._prompt_id = prompt_id
         return item
 
     async def send_input(self, text: str) -> None:
-        """Answer this eval's pending ``input()``."""
-        await self.session.send_input(self.request_id, text)
+        """Answer the ``input()`` prompt this stream yielded last (only that one)."""
+        await self.session.send_input(self.request_id, text, self._prompt_id)
 
     async def interrupt(self) -> bool:
         """Interrupt this eval (drop it if it is still queued); its result still comes."""

@@ -233,12 +233,16 @@ class InputRequestNotification(Result):
     request_id: RequestId
     prompt: str
     password: bool = False
+    #: Counts the eval's prompts from 1; ``session/input`` may echo it so that a late reply
+    #: cannot answer a later prompt.
+    prompt_id: int = 1
 
 
 class InputParams(Params):
     session: str
     request_id: int | str
     text: str
+    prompt_id: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------

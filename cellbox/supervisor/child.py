@@ -13,7 +13,10 @@ Invariants:
   number (which ``os.pipe`` may hand to the next child) is never read, written or closed again;
 - every event reaches the listener on the loop thread: messages, output, end or corruption of
   the channel, exit;
-- a pid is signalled only before it is reaped (a zombie keeps its pid).
+- a pid is signalled only before it is reaped (a zombie keeps its pid);
+- while the gate is paused (the client does not read) the pipes and the channel are left
+  unread after the read under way, so the bytes a child sends wait in the kernel and the
+  child blocks; on exit what the channel still holds is read before it is closed.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Listener(Protocol):
 
 
 class Gate(Protocol):
-    """Back-pressure from the client side: while ``paused``, pipes are not read."""
+    """Back-pressure from the client side: while ``paused``, pipes and channel are not read."""
 
     paused: bool
 
@@ -156,9 +159,9 @@ _WAKE = object()  # a SIGINT queued behind channel writes
 
 class Child:
     def __init__(self, pid: int, sock: socket.socket, out_fd: int, err_fd: int, *, reaper: Reaper,
-                 gate: Gate | None = None, session: str = "") -> None:
+                 gate: Gate | None = None, marker: str = "") -> None:
         self.pid = pid
-        self.session = session
+        self.marker = marker  # its ``process.child_marker`` (set when a session configures it)
         self.python = ""
         self.status: int | None = None
         self.cpu_used = 0.0
@@ -171,6 +174,7 @@ class Child:
         self._sock: socket.socket | None = sock
         self._pipes = {"stdout": _Fd(out_fd), "stderr": _Fd(err_fd)}
         self._channel_reading = False
+        self._channel_paused = False  # stopped by the gate; resumed when it opens
         self._reader = ch.ChannelReader(to_child=False)
         self._writes: deque[Any] = deque()
         self._editor_waiters: dict[int, Callable[[Any], None]] = {}
@@ -186,26 +190,42 @@ class Child:
     # -- reading ---------------------------------------------------------------------------
 
     def _on_channel(self) -> None:
+        self._read_channel()
+        if self._gate is not None and self._gate.paused and self._channel_reading:
+            # The client is not reading: displays and replies wait in the socket, and a
+            # child that keeps sending blocks, as it does on a full pipe.
+            self._stop_channel()
+            self._channel_paused = True
+            self._gate.when_open(self._resume_channel)
+
+    def _resume_channel(self) -> None:
+        if self._channel_paused and self._sock is not None:
+            self._channel_paused = False
+            self._loop.add_reader(self._sock.fileno(), self._on_channel)
+            self._channel_reading = True
+
+    def _read_channel(self) -> bool:
+        """Read and deliver what one ``recv`` gives; False once there is nothing to read."""
         sock = self._sock
         if sock is None:
-            return
+            return False
         try:
             data = sock.recv(_READ)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._stop_channel()
             self.listener.on_channel_closed(False)
-            return
+            return False
         try:
             msgs = self._reader.feed(data)
         except ch.ChannelError as exc:
             log.error("child %d: corrupt channel (%s)", self.pid, exc)
             self._stop_channel()
             self.listener.on_channel_closed(True)
-            return
+            return False
         drained = False
         for msg in msgs:
             if isinstance(msg, ch.CompleteReply | ch.InspectReply):
@@ -217,11 +237,13 @@ class Child:
                 self.drain()
                 drained = True
             self.listener.on_message(msg)
+        return True
 
     def _stop_channel(self) -> None:
         if self._channel_reading and self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
         self._channel_reading = False
+        self._channel_paused = False
 
     def _read_pipe(self, stream: str) -> None:
         """Register the pipe's reader, unless the gate is closed (then when it opens)."""
@@ -344,17 +366,22 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL the child, its process group and every descendant, including those
-        reparented to the supervisor (found by the session's marker)."""
+        reparented to the supervisor (found by its marker)."""
         roots = [self.pid] if self.status is None else []
         others = self._reaper.watched - set(roots)  # other sessions' and later children
-        process.kill_tree(roots + process.orphans(self.session, others))
+        process.kill_tree(roots + process.orphans(self.marker, others))
 
     def _on_exit(self, status: int, rusage: Any) -> None:
         self.status = status
         if rusage is not None:
             self.cpu_used = rusage.ru_utime + rusage.ru_stime
         # Descendants it left (reparented here) die with it.
-        process.kill_tree(process.orphans(self.session, self._reaper.watched))
+        process.kill_tree(process.orphans(self.marker, self._reaper.watched))
+        if self._channel_paused:  # what it sent before it exited still counts
+            self._channel_paused = False
+            for _ in range(_DRAIN_READS):
+                if not self._read_channel():
+                    break
         self.drain()
         self.close()
         self.exited.set()

@@ -37,7 +37,7 @@ def session_env(session: str, env: dict[str, str] | None) -> dict[str, str]:
     """The child's environment: the server's, the session's ``env`` over it, and markers."""
     full = dict(os.environ)
     full.update(env or {})
-    full[process.MARKER] = session
+    full[process.MARKER] = process.child_marker(session) if session else ""
     full["CELLBOX_PARENT"] = str(os.getpid())
     return full
 
@@ -87,7 +87,7 @@ class Launcher:
         forked = await self.zygote.fork(env) if fork and self.zygote is not None else None
         pid, sock, out_r, err_r = forked if forked is not None else _spawn_fresh(env)
         return Child(pid, sock, out_r, err_r, reaper=self.reaper, gate=self.gate,
-                     session=env.get(process.MARKER, ""))
+                     marker=env.get(process.MARKER, ""))
 
     async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child:
         """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
@@ -108,7 +108,7 @@ async def configure_child(child: Child, configure: ch.Configure, timeout: float 
     ``SessionStartFailed`` raised."""
     starting = child.listener
     assert isinstance(starting, _Starting)
-    child.session = configure.session
+    child.marker = configure.env.get(process.MARKER, "") if configure.env else ""
     try:
         child.send(configure)
         with anyio.fail_after(timeout):

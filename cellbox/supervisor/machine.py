@@ -142,6 +142,7 @@ class AskInput(msgspec.Struct, frozen=True):
     ev: Eval
     prompt: str
     password: bool
+    prompt_id: int
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -302,6 +303,7 @@ class Eval(msgspec.Struct, eq=False):
     lost: bool = False  # the namespace the client had before it is gone
     interrupted: bool = False
     waiting_input: bool = False
+    prompts: int = 0  # the ``input()`` prompts asked so far (the last one's id)
     stop_reason: Literal["timeout", "interrupt"] | None = None
     timeout_at: float = math.inf
     deadline: float = math.inf  # the kill
@@ -456,9 +458,12 @@ class SessionMachine:
                 return False
         return True
 
-    def send_input(self, ev: Eval, text: str | None) -> bool:
-        """Answer the ``input()`` ``ev`` waits on; False if it waits for none."""
+    def send_input(self, ev: Eval, text: str | None, prompt_id: int | None = None) -> bool:
+        """Answer the ``input()`` ``ev`` waits on; False if it waits for none, or for
+        another prompt than ``prompt_id`` (None: whichever it waits on)."""
         if ev is not self.running or ev.state is not EvalState.SENT or not ev.waiting_input:
+            return False
+        if prompt_id is not None and prompt_id != ev.prompts:
             return False
         ev.waiting_input = False
         assert self.child is not None
@@ -568,7 +573,8 @@ class SessionMachine:
             case ch.InputRequest(id=cell, prompt=prompt, password=password):
                 if ev is not None and cell == ev.cell_id:
                     ev.waiting_input = True
-                    self._effects.append(AskInput(ev, prompt, password))
+                    ev.prompts += 1
+                    self._effects.append(AskInput(ev, prompt, password, ev.prompts))
             case _:
                 pass  # a stale Done; editor replies are the shell's
 

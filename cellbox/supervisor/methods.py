@@ -135,8 +135,9 @@ class Methods:
         r = self.registry
         session = r.session(params.session)
         found = r.find_eval(params.request_id)
-        if found is None or found[0] is not session or not session.send_input(found[1], params.text):
-            raise errors.InvalidParams(data=f"no running eval {params.request_id!r} waits for input")
+        if found is None or found[0] is not session or not session.send_input(found[1], params.text, params.prompt_id):
+            which = "" if params.prompt_id is None else f" (prompt {params.prompt_id})"
+            raise errors.InvalidParams(data=f"no running eval {params.request_id!r} waits for input{which}")
         return None
 
     async def session_complete(self, params: m.CodeCursorParams, req: Any) -> m.CompleteResult:

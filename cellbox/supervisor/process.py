@@ -182,11 +182,21 @@ def descendants(pid: int) -> list[int]:
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:
+    return marker in _environ(pid)
+
+
+def _environ(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return marker in f.read().split(b"\0")
+            return f.read().split(b"\0")
     except OSError:
-        return False
+        return []
+
+
+def child_marker(session_id: str) -> str:
+    """A marker value for one child of ``session_id``: its descendants carry it (unless they
+    empty their environment), which tells them from those of the session's other children."""
+    return f"{session_id}.{os.urandom(4).hex()}"
 
 
 def process_name(session_id: str) -> str:
@@ -194,17 +204,24 @@ def process_name(session_id: str) -> str:
     return f"cbx{session_id}"[:15]
 
 
-def orphans(session_id: str, known: Iterable[int]) -> list[int]:
-    """Processes reparented to this supervisor that belong to ``session_id``: their
-    environment carries the session marker, or their name is the session's process name."""
-    if not session_id:
+def orphans(marker: str, known: Iterable[int]) -> list[int]:
+    """Processes reparented to this supervisor that a child left: their environment carries
+    its ``marker`` (``child_marker``), or carries no marker and their name is its session's
+    process name (an emptied environment). A process marked by another child is not one."""
+    if not marker:
         return []
-    marker = f"{MARKER}={session_id}".encode()
-    name = process_name(session_id)
+    entry = f"{MARKER}={marker}".encode()
+    prefix = f"{MARKER}=".encode()
+    name = process_name(marker.split(".")[0])
     skip = set(known)
-    return [
-        p for p in _children(os.getpid()) if p not in skip and (_comm(p) == name or _has_marker(p, marker))
-    ]
+    found = []
+    for p in _children(os.getpid()):
+        if p in skip:
+            continue
+        environ = _environ(p)
+        if entry in environ or (_comm(p) == name and not any(e.startswith(prefix) for e in environ)):
+            found.append(p)
+    return found
 
 
 def _comm(pid: int) -> str:

@@ -56,6 +56,8 @@ class Registry:
         self._starter = starter
         self._outlet = outlet
         self.tg: Any = None  # the server's task group, set when it serves
+        self.stopping = False  # set by the server when it begins to exit
+        self._counted: set[str] = set()  # sessions counted in ``stats.created``
 
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
@@ -112,7 +114,8 @@ class Registry:
 
     async def create_session(self, params: m.SessionCreateParams) -> Session:
         """A new session with a started child. Raises ``SessionLimit``, ``SessionStartFailed``,
-        or ``ShuttingDown`` if the server closed it meanwhile (it began to exit)."""
+        ``SessionNotFound`` if a ``session/close`` closed it as it started, or ``ShuttingDown``
+        if the server did (it began to exit)."""
         o = self.options
         if len(self.open_sessions()) >= o.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {o.max_sessions}")
@@ -138,29 +141,31 @@ class Registry:
         session = Session(
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
-        self.sessions[sid] = session
+        self.sessions[sid] = session  # listed from now on
         try:
             try:
                 await session.start()
-            except errors.SessionStartFailed:
-                if not session.closed:
-                    raise
-            if session.closed:  # the server began to exit while the child started
-                raise errors.ShuttingDown(data="the server is exiting")
+            except errors.SessionNotFound:
+                if self.stopping:  # the server began to exit while the child started
+                    raise errors.ShuttingDown(data="the server is exiting") from None
+                raise
         except BaseException:
-            self.sessions.pop(sid, None)
             with anyio.CancelScope(shield=True):
-                await session.close("closed")
+                await self.close_session(session)
             raise
         self.stats.created += 1
+        self._counted.add(sid)
         return session
 
     async def close_session(self, session: Session, cause: str = "closed") -> None:
-        if session.closed:
+        """Close ``session`` (once: a second close of it returns at once)."""
+        if session.id not in self.sessions:
             return
+        del self.sessions[session.id]
+        if session.id in self._counted:  # a session that never started is counted in neither
+            self._counted.discard(session.id)
+            self.stats.closed += 1
         await session.close(cause)
-        self.sessions.pop(session.id, None)
-        self.stats.closed += 1
 
     async def close_all(self) -> None:
         async with anyio.create_task_group() as tg:

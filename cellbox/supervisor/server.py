@@ -6,7 +6,8 @@ and each body to the dispatcher (``protocol/``); requests become tasks, so a slo
 delays another; ``session/eval`` enqueues on its session *before* its first await, so evals on
 one session keep arrival order. Every reply and notification goes through ``outbox``
 (``outbox.py``): written at once when nothing is queued, else queued for its writer task, with a
-high-water mark that the readers of the children's output pipes respect.
+high-water mark that the readers of stdin, the children's pipes and their channels respect:
+above it they stop reading until the client has read enough.
 
 Invariants: every request gets exactly one reply (except one named by MCP's
 ``notifications/cancelled``, which gets none); an exception in a handler becomes -32603 and the
@@ -82,7 +83,7 @@ class Server:
         self._handlers = table(Methods(self.registry, facts), self.mcp)
 
     def _on_shutdown(self) -> None:
-        self.shutting_down = True
+        self.shutting_down = self.registry.stopping = True
 
     # -- main ------------------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class Server:
         -32013. Requests still unanswered after ``DRAIN_TIMEOUT`` are cancelled (-32800).
         The reaper keeps running until the end: a child being killed must be reaped.
         """
-        self.stopping = True
+        self.stopping = self.registry.stopping = True
         if self._read_scope is not None:
             self._read_scope.cancel()
         await self.launcher.pool.close()
@@ -167,6 +168,7 @@ class Server:
                     data = b""
                 if self._take(data):
                     return
+                await self.outbox.wait_writable()
         # A reader callback registered once: a request is handled (an eval written to its
         # child) from the loop's own call, with no task switch and no epoll change per read.
         loop = asyncio.get_running_loop()
@@ -182,11 +184,21 @@ class Server:
             if self._take(data):
                 loop.remove_reader(fd)
                 ended.set()
+            elif self.outbox.paused:
+                # The client is not reading its replies: stop reading its requests until it
+                # does, so replies cannot pile up without bound.
+                loop.remove_reader(fd)
+                self.outbox.when_open(resume)
+
+        def resume() -> None:
+            if not ended.is_set():
+                loop.add_reader(fd, readable)
 
         loop.add_reader(fd, readable)
         try:
             await ended.wait()
         finally:
+            ended.set()  # a pending ``resume`` must not read again
             loop.remove_reader(fd)
 
     def _take(self, data: bytes) -> bool:
@@ -254,10 +266,12 @@ class Server:
             ),
         )
 
-    def input_request(self, session: str, request_id: Any, prompt: str, password: bool) -> None:
+    def input_request(self, session: str, request_id: Any, prompt: str, password: bool, prompt_id: int) -> None:
         self.notify(
             "session/inputRequest",
-            m.InputRequestNotification(session=session, request_id=request_id, prompt=prompt, password=password),
+            m.InputRequestNotification(
+                session=session, request_id=request_id, prompt=prompt, password=password, prompt_id=prompt_id
+            ),
         )
 
     # -- requests --------------------------------------------------------------------------

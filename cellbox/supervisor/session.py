@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import anyio
 
 from cellbox.protocol import channel as ch
-from cellbox.protocol.errors import SessionStartFailed
+from cellbox.protocol.errors import SessionNotFound, SessionStartFailed
 from cellbox.protocol.messages import DetectionPolicy, Display, Limits, SessionInfo
 from cellbox.supervisor import machine as mc
 from cellbox.supervisor.child import Child
@@ -54,7 +54,7 @@ class Outlet(Protocol):
 
     def output(self, session: str, request_id: Any, stream: str, text: str) -> None: ...
     def display(self, session: str, request_id: Any, display: Display) -> None: ...
-    def input_request(self, session: str, request_id: Any, prompt: str, password: bool) -> None: ...
+    def input_request(self, session: str, request_id: Any, prompt: str, password: bool, prompt_id: int) -> None: ...
 
 
 class Starter(Protocol):
@@ -161,8 +161,8 @@ class Session:
         self._pump()
         return hit
 
-    def send_input(self, ev: mc.Eval, text: str | None) -> bool:
-        ok = self.machine.send_input(ev, text)
+    def send_input(self, ev: mc.Eval, text: str | None, prompt_id: int | None = None) -> bool:
+        ok = self.machine.send_input(ev, text, prompt_id)
         self._pump()
         return ok
 
@@ -255,9 +255,9 @@ class Session:
             case mc.Show(ev=ev, request_id=rid, display=display):
                 if ev is None or ev.notify:
                     self._outlet.display(self.id, rid, display)
-            case mc.AskInput(ev=ev, prompt=prompt, password=password):
+            case mc.AskInput(ev=ev, prompt=prompt, password=password, prompt_id=prompt_id):
                 if ev.notify:
-                    self._outlet.input_request(self.id, ev.request_id, prompt, password)
+                    self._outlet.input_request(self.id, ev.request_id, prompt, password, prompt_id)
 
     async def _spawn(self, gen: int) -> None:
         s = self.settings
@@ -284,9 +284,20 @@ class Session:
             self._ready.pop(gen).set()
 
     async def _until_ready(self, gen: int) -> Child:
-        event = self._ready.get(gen)
-        if event is not None:
-            await event.wait()
+        """The child of generation ``gen`` once it is ready, or of the latest generation if
+        a restart replaced it meanwhile (a second restart satisfies the first). Raises
+        ``SessionNotFound`` if the session was closed meanwhile, ``SessionStartFailed`` if
+        the child did not start."""
+        while True:
+            event = self._ready.get(gen)
+            if event is not None:
+                await event.wait()
+            if self.closed:
+                raise SessionNotFound(data=f"session {self.id} was closed ({self.machine.closed}) as it started")
+            latest = self.machine.child.gen if self.machine.child is not None else gen
+            if latest <= gen:
+                break
+            gen = latest
         child = self.children.get(gen)
         if child is None or self.machine.live_gen != gen:
             raise SessionStartFailed(data=self._start_errors.pop(gen, "the child died as it started"))

@@ -73,7 +73,7 @@ class Rig:
         self.err_r, self.err_w = os.pipe()
         self.rec = Recorder()
         self.child = RecordingChild(4_000_000, sup, self.out_r, self.err_r, reaper=FakeReaper(),
-                                    session="unit-test-no-such-session")
+                                    marker="unit-test-no-such-session")
         self.child.listener = self.rec
 
     def close(self) -> None:

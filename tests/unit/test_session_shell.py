@@ -76,7 +76,7 @@ class Outlet:
     def display(self, session: str, request_id: Any, display: Any) -> None:
         pass
 
-    def input_request(self, session: str, request_id: Any, prompt: str, password: bool) -> None:
+    def input_request(self, session: str, request_id: Any, prompt: str, password: bool, prompt_id: int) -> None:
         pass
 
 
