@@ -28,7 +28,7 @@ BENCH_LAYERS: list[set[str]] = [
     {"bench.core"},
     {"bench.floor", "bench.cellbox_driver", "bench.jupyter_driver", "bench.bench_codec",
      "bench.bench_executor", "bench.completion_vs_ipython"},
-    {"bench.scenarios", "bench.inchild"},
+    {"bench.scenarios", "bench.inchild", "bench.hops"},
     {"bench.runner", "bench.gate"},
     {"bench.__main__"},
 ]
