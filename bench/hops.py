@@ -26,16 +26,16 @@ from bench.floor import PipeFloor
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid``."""
+def _cpu(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid``."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
-def _self_cpu() -> float:
+def _self_cpu() -> tuple[float, float]:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
 
 
 def _run(server: CellboxServer, sid: str, n: int) -> list[float]:
@@ -81,13 +81,17 @@ def main() -> None:
         times = _run(server, sid, n)
         wall = time.perf_counter() - t0
         after = (_self_cpu(), _cpu(server.pid), _cpu(child))
-        client_us, sup_us, child_us = ((a - b) / n * 1e6 for a, b in zip(after, before))
+        (client_us, client_sys), (sup_us, sup_sys), (child_us, child_sys) = (
+            ((a[0] - b[0]) / n * 1e6 + (a[1] - b[1]) / n * 1e6, (a[1] - b[1]) / n * 1e6)
+            for a, b in zip(after, before)
+        )
         print(f"{n} evals of 1+1 on one session, Python {os.sys.version.split()[0]}")
         print(f"  round trip: median {median(times) * 1e6:.0f} us, mean {wall / n * 1e6:.0f} us")
         print(f"  pipe floors: one hop {floor1 * 1e6:.1f} us, two hops {floor2 * 1e6:.1f} us "
               f"(round trip / two-hop floor: {median(times) / floor2:.1f}x)")
-        print(f"  CPU per eval: bench client {client_us:.0f} us, supervisor {sup_us:.0f} us, "
-              f"child {child_us:.0f} us (sum {client_us + sup_us + child_us:.0f} us)")
+        print(f"  CPU per eval (of which in the kernel): bench client {client_us:.0f} ({client_sys:.0f}) us, "
+              f"supervisor {sup_us:.0f} ({sup_sys:.0f}) us, child {child_us:.0f} ({child_sys:.0f}) us "
+              f"(sum {client_us + sup_us + child_us:.0f} us)")
         print(f"  not on any CPU (scheduling, wake-ups): {wall / n * 1e6 - client_us - sup_us - child_us:.0f} us")
         if args.strace and shutil.which("strace"):
             for name, pid in (("supervisor", server.pid), ("child", child)):

@@ -179,7 +179,7 @@ def start(ctx: Context) -> list[Row]:
         zygote = has_zygote(srv.initialize(), srv.stats())
         warm = _starts(srv, n)
     zrow = Row("start.zygote", "session start → first `1+1` (warm zygote, no warm pool)", "ms",
-               _ms(warm), targets=[Target("<=", 5)])
+               _ms(warm), targets=[Target("<=", 4)])
     if not zygote:
         zrow.cellbox_note = "zygote: not available"
         zrow.note = "This server build has no zygote: children start fresh, as in the cold row."
@@ -245,19 +245,26 @@ def roundtrip(ctx: Context) -> list[Row]:
     floor2 = median(f2) * MS
     ctx.shared["floor2_ms"] = floor2
     rt = Row("rt.1+1", "`1+1` round trip", "ms", _ms(cb), j,
-             targets=[Target("<=", 0.25), Target("<=", 1.0, "tail")],
              note="Jupyter: `execute` until its `execute_reply` and IOPub `idle` (all output in).")
     ratio_row = Row("rt.1+1/floor", "`1+1` round trip / two-hop pipe floor (medians, same run)", "×",
                     [median(cb) * MS / floor2], [median(j) / floor2] if j else None,
                     targets=[Target("<=", 3)])
-    return [
+    rows = [
         Row("floor.1hop", "raw pipe ping-pong, one hop (floor)", "ms", _ms(f1), peer=False),
         Row("floor.2hop", "raw pipe ping-pong, two hops (floor)", "ms", _ms(f2), peer=False),
         rt,
         ratio_row,
-        Row("rt.await", "`await asyncio.sleep(0)` round trip", "ms", _ms(cba), ja,
-            targets=[Target("<=", 0.35)]),
     ]
+    if j:
+        rows.append(Row("rt.speedup", "Jupyter `1+1` round trip / cellbox's (medians, same run)", "×",
+                        [median(j) / (median(cb) * MS)], higher_is_better=True, peer=False,
+                        targets=[Target(">=", 25)]))
+    rows += [
+        Row("rt.await", "`await asyncio.sleep(0)` round trip", "ms", _ms(cba), ja),
+        Row("rt.await/1+1", "`await asyncio.sleep(0)` round trip / `1+1` round trip (medians)", "×",
+            [median(cba) / median(cb)], peer=False, targets=[Target("<=", 1.3)]),
+    ]
+    return rows
 
 
 # --- 3. throughput ---------------------------------------------------------------------------
@@ -335,9 +342,9 @@ def throughput(ctx: Context) -> list[Row]:
             "Jupyter: 4 kernels, one client thread each.")
     return [
         Row("tp.seq", "`1+1` evals/s, one session, back to back", "evals/s", seq, jseq,
-            higher_is_better=True, targets=[Target(">=", 4000)], note=note),
+            higher_is_better=True, targets=[Target(">=", 5000)], note=note),
         Row("tp.par4", "`1+1` evals/s, 4 sessions in parallel", "evals/s", par, jpar,
-            higher_is_better=True, targets=[Target(">=", 6000)]),
+            higher_is_better=True, targets=[Target(">=", 8000)]),
     ]
 
 
@@ -557,7 +564,7 @@ def memory(ctx: Context) -> list[Row]:
     zy = "" if zygote else "zygote: not available"
     return [
         Row("mem.one", "PSS of one idle session (server default)", "MiB", [one], j_one,
-            targets=[Target("<=", 6)], cellbox_note=zy,
+            targets=[Target("<=", 5)], cellbox_note=zy,
             note="The session's child after one `1+1`; with the zygote, pages it shares with the "
                  "zygote and the warm children are split among them (that is what PSS means)."),
         Row("mem.one.fresh", "PSS of one idle session (fresh interpreter, --no-zygote)", "MiB",
@@ -648,7 +655,7 @@ def output(ctx: Context) -> list[Row]:
                     jrates[size].append(output_rate_jupyter(k, output_code(size)))
     rows = [
         Row(f"out.{size}", f"10 MB printed ({title}): MB/s to the client", "MB/s", rates[size],
-            jrates[size] or None, higher_is_better=True, targets=[Target(">=", 40)])
+            jrates[size] or None, higher_is_better=True, targets=[Target(">=", 60)])
         for size, title in shapes
     ]
     rows[0].note = ("From sending the eval to its answer, all 10 MB counted in `session/output` "

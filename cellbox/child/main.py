@@ -237,6 +237,7 @@ class Host:
             self.loop.call_soon_threadsafe(self._drain)  # safe from a signal handler
 
     def _on_readable(self) -> None:
+        self._drain_soon = True  # what ``collect`` adds is drained right below, not scheduled
         self.chan.collect()
         self._drain()
 

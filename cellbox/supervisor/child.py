@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import signal
 import socket
 import time
@@ -62,16 +63,21 @@ class Gate(Protocol):
 class _Fd:
     """One owned descriptor. ``fd`` is None once closed."""
 
-    __slots__ = ("fd", "reading")
+    __slots__ = ("fd", "reading", "poll")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, poll: Any = None) -> None:
         self.fd: int | None = fd
         self.reading = False
+        self.poll = poll  # a ``select.poll`` it is registered with, if any
+        if poll is not None:
+            poll.register(fd, select.POLLIN)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         fd, self.fd = self.fd, None
         if fd is None:
             return
+        if self.poll is not None:
+            self.poll.unregister(fd)
         if self.reading:
             loop.remove_reader(fd)
             self.reading = False
@@ -172,7 +178,8 @@ class Child:
         self._reaper = reaper
         self._gate = gate
         self._sock: socket.socket | None = sock
-        self._pipes = {"stdout": _Fd(out_fd), "stderr": _Fd(err_fd)}
+        self._poll = select.poll()  # the pipes: is there anything for ``drain``?
+        self._pipes = {"stdout": _Fd(out_fd, self._poll), "stderr": _Fd(err_fd, self._poll)}
         self._channel_reading = False
         self._channel_paused = False  # stopped by the gate; resumed when it opens
         self._reader = ch.ChannelReader(to_child=False)
@@ -285,6 +292,8 @@ class Child:
     def drain(self) -> None:
         """Deliver what the pipes hold now (bounded: a child that keeps writing cannot
         starve the loop)."""
+        if not any(events & ~select.POLLNVAL for _, events in self._poll.poll(0)):
+            return  # the common case: nothing there (one system call, no read buffers)
         for stream, pipe in self._pipes.items():
             for _ in range(_DRAIN_READS):
                 if pipe.fd is None:

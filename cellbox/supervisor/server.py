@@ -63,8 +63,7 @@ class Server:
         self.stopping = False  # stdin EOF, ``exit`` or a signal: answering what was read, then exit
         self._read_scope: anyio.CancelScope | None = None  # the stdin reader's, once it runs
         self._unanswered = 0  # requests read and not answered yet
-        self._answered = anyio.Event()  # set while ``_unanswered`` is 0
-        self._answered.set()
+        self._answered: anyio.Event | None = None  # made by ``_all_answered``, set at 0
         self._stop = anyio.Event()
         #: Replies and notifications on their way to stdout. Readers of the children's output
         #: pipes await ``outbox.wait_writable()`` before each read (back-pressure).
@@ -134,11 +133,11 @@ class Server:
         await self.launcher.pool.close()
         with anyio.move_on_after(DRAIN_TIMEOUT):
             await self.registry.close_all()
-            await self._answered.wait()
+            await self._all_answered()
         for scope in list(self._inflight.values()):
             scope.cancel()
         with anyio.move_on_after(DRAIN_TIMEOUT):
-            await self._answered.wait()
+            await self._all_answered()
         if self._unanswered:
             log.error("%d requests left unanswered at exit", self._unanswered)
         await self.registry.close_all()
@@ -301,8 +300,6 @@ class Server:
     def _counted(self, reply: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
         """``reply``, counted in ``_unanswered`` until it is called (once)."""
         self._unanswered += 1
-        if self._answered.is_set():
-            self._answered = anyio.Event()
         done = False
 
         def counted(body: bytes | None) -> None:
@@ -311,11 +308,18 @@ class Server:
                 return
             done = True
             self._unanswered -= 1
-            if not self._unanswered:
+            if not self._unanswered and self._answered is not None:
                 self._answered.set()
             reply(body)
 
         return counted
+
+    async def _all_answered(self) -> None:
+        """Return once every request read has been answered."""
+        if self._unanswered:
+            if self._answered is None or self._answered.is_set():
+                self._answered = anyio.Event()
+            await self._answered.wait()
 
     @property
     def methods(self) -> list[str]:
