@@ -46,6 +46,7 @@ class Server:
         self._ids = itertools.count(1_000_000)  # clear of the small ids raw test messages use
         self._lock = threading.Condition()
         self.replies: dict[Any, dict[str, Any]] = {}
+        self.arrived: dict[Any, float] = {}  # when each reply was read (time.monotonic)
         self.notifications: list[dict[str, Any]] = []
         self.raw: list[Any] = []
         self.stderr_lines: list[bytes] = []
@@ -72,6 +73,7 @@ class Server:
                 self.raw.append(msg)
                 if isinstance(msg, dict) and "id" in msg and ("result" in msg or "error" in msg):
                     self.replies[_k(msg["id"])] = msg
+                    self.arrived[_k(msg["id"])] = time.monotonic()
                 elif isinstance(msg, dict):
                     self.notifications.append(msg)
                 self._lock.notify_all()
@@ -156,6 +158,13 @@ class Server:
         """The server process's resident set, in KiB."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    def adopter(self, session: str) -> int:
+        """The pid of the process that adopted ``session``'s child, seen from here: the
+        server, through the child's init when the child is contained in a PID namespace."""
+        (pid,) = [s["pid"] for s in self.call("session/list")["sessions"] if s["session"] == session]
+        parent = _ppid(pid)
+        return _ppid(parent) if _comm(str(parent)) == "cellbox-init" else parent
 
     def stderr_text(self) -> str:
         return b"".join(self.stderr_lines).decode(errors="replace")
@@ -289,7 +298,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-_HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm"}
+_HELPERS = {"cellbox-sentry", "cellbox-zygote", "cellbox-warm", "cellbox-init"}
 
 
 def _thread_state(pid: int) -> str:
@@ -311,3 +320,8 @@ def _comm(pid: str) -> str:
 
 def _k(id: Any) -> Any:
     return (type(id).__name__, id)
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
