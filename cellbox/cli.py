@@ -1,4 +1,4 @@
-"""``cellbox serve | console | schema`` (also ``python -m cellbox``)."""
+"""``cellbox serve | console | schema | doctor`` (also ``python -m cellbox``)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-zygote", action="store_true", help="start every child as a fresh interpreter")
     serve.add_argument("--warm", type=int, default=2, help="children kept started ahead of sessions (0: none)")
+    serve.add_argument("--no-containment", action="store_true",
+                       help="do not give each session a PID namespace of its own (see `cellbox doctor`)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
     console = sub.add_parser("console", help="interactive terminal REPL through the server")
     console.add_argument("--timeout", type=_nonneg_float, default=0.0, help="per-cell timeout, s (0: none)")
 
     sub.add_parser("schema", help="print the JSON Schema of every method")
+    doctor = sub.add_parser("doctor", help="what this host lets cellbox do to contain sessions")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("bench", help="benchmarks beside Jupyter (from a source checkout; see bench/README.md)")
     return parser
 
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(schema(), indent=2))
         return 0
+    if args.command == "doctor":
+        from cellbox.doctor import main as doctor_main
+
+        return doctor_main(as_json=args.json)
     if args.command == "bench":
         try:
             from bench.runner import main as bench_main
@@ -101,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
         ast_cache_size=cache,
         zygote=not args.no_zygote,
         warm=max(0, args.warm),
+        containment=not args.no_containment,
     )
     clear_signal_mask()  # a parent's blocked SIGINT would make every interrupt a kill
     become_subreaper()

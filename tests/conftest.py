@@ -25,3 +25,12 @@ def make_server():
 @pytest.fixture
 def server(make_server):
     return make_server("--kill-grace", "1")
+
+
+@pytest.fixture(params=["contained", "uncontained"])
+def either_server(request, make_server):
+    """The ``server`` fixture's server with and without PID-namespace containment: tests of
+    what must hold both where the kernel contains sessions and where the fallbacks (process
+    groups, markers) do."""
+    extra = ["--no-containment"] if request.param == "uncontained" else []
+    return make_server("--kill-grace", "1", *extra)

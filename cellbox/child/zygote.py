@@ -23,21 +23,22 @@ import signal
 import socket
 import sys
 
-from cellbox.child import signals
+from cellbox.child import contain, signals
 
 CONTROL_FD = 3
 
 
-def rechannel(fds: list[int], env: dict[str, str], supervisor: int) -> None:
+def rechannel(fds: list[int], env: dict[str, str], supervisor: int, *, contained: bool = False) -> None:
     """Turn this freshly forked process into a session child of ``supervisor``.
 
     ``fds`` are stdin, stdout, stderr and the channel; they land on 0, 1, 2 and 3, where
     ``cellbox.child.main`` expects them. Waits until the process has been adopted by
     ``supervisor`` before setting the death signal (set earlier, it would fire when the
-    intermediate parent exits).
+    intermediate parent exits). A ``contained`` child's parent is its namespace's init
+    (pid 1), which watches the supervisor for it.
     """
     os.setpgid(0, 0)
-    while os.getppid() != supervisor:
+    while not contained and os.getppid() != supervisor:
         if os.getppid() == 1:  # no subreaper adopted us: the supervisor is gone
             os._exit(70)
         os.sched_yield()
@@ -50,7 +51,7 @@ def rechannel(fds: list[int], env: dict[str, str], supervisor: int) -> None:
     signals.reset()  # the zygote ignores SIGINT; a child starts like a fresh interpreter
     os.environ.clear()
     os.environ.update(env)
-    os.environ["CELLBOX_PARENT"] = str(supervisor)
+    os.environ["CELLBOX_PARENT"] = "1" if contained else str(supervisor)
 
 
 def serve(control: socket.socket, supervisor: int) -> None:
@@ -67,7 +68,7 @@ def serve(control: socket.socket, supervisor: int) -> None:
             os._exit(0)  # the supervisor is gone
         msgs = decoder.feed(data)
         for msg in msgs:
-            if isinstance(msg, ch.Spawn) and len(fds) == 4:
+            if isinstance(msg, ch.Spawn) and len(fds) == 5:
                 _fork(control, fds, msg, supervisor)
             else:
                 control.sendall(ch.encode(ch.Spawned(pid=0)))
@@ -84,13 +85,24 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
         control.sendall(ch.encode(ch.Spawned(pid=0)))
         return
     if middle == 0:
+        pidfd = contain.enter(supervisor) if msg.contain else None
         try:
             child = os.fork()
         except OSError:
             child = -1
         if child == 0:
             control.close()
-            rechannel(fds, msg.env, supervisor)
+            *fds, status = fds
+            if pidfd is not None:  # pid 1 of the session's namespace: returns in its child
+                contain.become_init(pidfd, status, keep=fds)
+            else:
+                os.close(status)
+            rechannel(fds, msg.env, supervisor, contained=pidfd is not None)
+            if msg.argv:  # a fresh interpreter, in the namespace
+                try:
+                    os.execve(msg.argv[0], msg.argv, os.environ)
+                finally:
+                    os._exit(127)
             from cellbox.child.main import main, set_name
 
             set_name("cellbox-warm")  # until a session configures it
@@ -98,7 +110,7 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
             main()
             os._exit(0)
         try:
-            control.sendall(ch.encode(ch.Spawned(pid=max(child, 0))))
+            control.sendall(ch.encode(ch.Spawned(pid=max(child, 0), contained=pidfd is not None)))
         finally:
             os._exit(0)
     os.waitpid(middle, 0)

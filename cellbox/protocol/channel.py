@@ -25,6 +25,10 @@ MAX_FRAME = 256 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 
+#: A contained child's wait status, as its init writes it to the status pipe.
+STATUS = struct.Struct("<i")
+
+
 class ChannelError(Exception):
     """The channel carried bytes that are not a valid frame or message."""
 
@@ -87,9 +91,14 @@ class Inspect(Msg, tag="inspect"):
 
 class Spawn(Msg, tag="spawn"):
     """To the zygote: fork a session child with this environment. The message carries the
-    child's stdin, stdout, stderr and channel descriptors as SCM_RIGHTS."""
+    child's stdin, stdout, stderr and channel descriptors and the write end of its status
+    pipe as SCM_RIGHTS. ``contain``: in a PID namespace of its own, with an init that
+    writes the child's wait status to the status pipe. ``argv``: the child then executes
+    this command (a fresh interpreter) instead of running on as a fork of the zygote."""
 
     env: dict[str, str]
+    contain: bool = False
+    argv: list[str] | None = None
 
 
 # --- child -> supervisor ----------------------------------------------------------------------
@@ -104,10 +113,12 @@ class Hello(Msg, tag="hello"):
 
 
 class Spawned(Msg, tag="spawned"):
-    """From the zygote: the pid of the child it forked (0: the fork failed). The zygote's
-    first message is ``Spawned`` with its own pid."""
+    """From the zygote: the pid of the child it forked (0: the fork failed), which is the
+    pid of its init if it is ``contained``. The zygote's first message is ``Spawned`` with
+    its own pid."""
 
     pid: int
+    contained: bool = False
 
 
 class DisplayEvent(Msg, tag="display"):

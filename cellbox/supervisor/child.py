@@ -165,8 +165,12 @@ _WAKE = object()  # a SIGINT queued behind channel writes
 
 class Child:
     def __init__(self, pid: int, sock: socket.socket, out_fd: int, err_fd: int, *, reaper: Reaper,
-                 gate: Gate | None = None, marker: str = "") -> None:
-        self.pid = pid
+                 gate: Gate | None = None, marker: str = "", status_fd: int | None = None) -> None:
+        self.pid = pid  # a contained child's own pid once ``found`` (its init's until then)
+        #: A contained child's init (pid 1 of its PID namespace), which the reaper watches:
+        #: when it exits, so has everything in the namespace.
+        self.init = pid if status_fd is not None else None
+        self._status_pipe = _Fd(status_fd) if status_fd is not None else None
         self.marker = marker  # its ``process.child_marker`` (set when a session configures it)
         self.python = ""
         self.status: int | None = None
@@ -373,19 +377,34 @@ class Child:
             except OSError:
                 pass
 
+    def found(self) -> None:
+        """Learn a contained child's own pid (call once it has said ``Hello``)."""
+        if self.init is not None and self.status is None:
+            self.pid = process.child_of_init(self.init) or self.pid
+
     def kill(self) -> None:
         """SIGKILL the child, its process group and every descendant, including those
-        reparented to the supervisor (found by its marker)."""
+        reparented to the supervisor (found by its marker). A contained child: its init,
+        which takes its whole PID namespace with it."""
+        if self.init is not None:
+            if self.status is None:
+                try:
+                    os.kill(self.init, signal.SIGKILL)
+                except OSError:
+                    pass
+            return
         roots = [self.pid] if self.status is None else []
         others = self._reaper.watched - set(roots)  # other sessions' and later children
         process.kill_tree(roots + process.orphans(self.marker, others))
 
     def _on_exit(self, status: int, rusage: Any) -> None:
+        if self._status_pipe is not None:  # a contained child: its init reports its status
+            status = self._child_status(status)
         self.status = status
         if rusage is not None:
             self.cpu_used = rusage.ru_utime + rusage.ru_stime
-        # Descendants it left (reparented here) die with it.
-        process.kill_tree(process.orphans(self.marker, self._reaper.watched))
+        if self.init is None:  # descendants it left (reparented here) die with it
+            process.kill_tree(process.orphans(self.marker, self._reaper.watched))
         if self._channel_paused:  # what it sent before it exited still counts
             self._channel_paused = False
             for _ in range(_DRAIN_READS):
@@ -396,8 +415,21 @@ class Child:
         self.exited.set()
         self.listener.on_exit(status, self.cpu_used)
 
+    def _child_status(self, init_status: int) -> int:
+        """The wait status its init wrote; else (init was killed) init's own."""
+        pipe = self._status_pipe
+        data = b""
+        if pipe is not None and pipe.fd is not None:
+            try:
+                data = os.read(pipe.fd, ch.STATUS.size)
+            except OSError:
+                pass
+        return ch.STATUS.unpack(data)[0] if len(data) == ch.STATUS.size else init_status
+
     def close(self) -> None:
         """Release every descriptor (the process itself is the reaper's)."""
+        if self._status_pipe is not None:
+            self._status_pipe.close(self._loop)
         for pipe in self._pipes.values():
             pipe.close(self._loop)
         self._stop_channel()

@@ -48,8 +48,8 @@ def forkable(env: dict[str, str] | None) -> bool:
     return not any(k.startswith(("PYTHON", "LD_", "MALLOC_")) for k in env or ())
 
 
-def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
-    """A fresh interpreter running the child: ``(pid, channel, stdout_r, stderr_r)``."""
+def _spawn_fresh(env: dict[str, str]) -> process.Started:
+    """A fresh interpreter running the child (not contained in a PID namespace)."""
     sup_sock, child_sock = socket.socketpair()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -70,7 +70,7 @@ def _spawn_fresh(env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
         for fd in (out_w, err_w):
             os.close(fd)
         child_sock.close()
-    return pid, sup_sock, out_r, err_r
+    return process.Started(pid, sup_sock, out_r, err_r)
 
 
 class Launcher:
@@ -84,10 +84,13 @@ class Launcher:
 
     async def launch(self, env: dict[str, str], *, fork: bool = True) -> Child:
         """A running child that waits for ``Configure`` (not yet any session's)."""
-        forked = await self.zygote.fork(env) if fork and self.zygote is not None else None
-        pid, sock, out_r, err_r = forked if forked is not None else _spawn_fresh(env)
+        zygote = self.zygote
+        forked = None
+        if zygote is not None and (fork or zygote.contain):  # a fresh one too, in a namespace
+            forked = await zygote.fork(env, fresh=not fork)
+        pid, sock, out_r, err_r, status_r = forked if forked is not None else _spawn_fresh(env)
         return Child(pid, sock, out_r, err_r, reaper=self.reaper, gate=self.gate,
-                     marker=env.get(process.MARKER, ""))
+                     marker=env.get(process.MARKER, ""), status_fd=status_r)
 
     async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child:
         """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
@@ -124,6 +127,7 @@ async def configure_child(child: Child, configure: ch.Configure, timeout: float 
         if hello.error:
             raise SessionStartFailed(data=hello.error)
         child.python = hello.python
+        child.found()
     except BaseException as exc:
         child.kill()
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):

@@ -30,6 +30,7 @@ class Facts:
     framing: Callable[[], str | None]
     zygote: Callable[[], bool]
     on_shutdown: Callable[[], None]
+    isolation: Callable[[], dict] = dict
 
 
 def handler_name(method: str) -> str:
@@ -69,6 +70,7 @@ class Methods:
                     "methods": sorted(m.METHODS),
                     "framing": self.facts.framing() or "ndjson",
                     "zygote": self.facts.zygote(),
+                    "isolation": self.facts.isolation(),
                     "limits": {
                         "timeout": o.timeout,
                         "killGrace": o.kill_grace,

@@ -21,12 +21,15 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterable
+from typing import NamedTuple
 
 log = logging.getLogger("cellbox.supervisor")
 
 PR_SET_CHILD_SUBREAPER = 36
+CAP_SYS_ADMIN = 21
 MARKER = "CELLBOX_SESSION"
 SERVER_MARKER = "CELLBOX_SERVER"
 
@@ -36,6 +39,18 @@ _libc: ctypes.CDLL | None = None
 #: with them. Pass ``setsigdef=SPAWN_SIGDEF, setsigmask=()`` to every ``posix_spawn``: a mask
 #: is inherited through exec, and a child with SIGINT blocked turns every interrupt into a kill.
 SPAWN_SIGDEF = (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)
+
+
+class Started(NamedTuple):
+    """A child as a launcher started it: its pid (its init's, if it is contained in a PID
+    namespace), its channel, its stdout and stderr pipes, and a contained child's status
+    pipe (where its init writes the child's wait status)."""
+
+    pid: int
+    sock: socket.socket
+    out_r: int
+    err_r: int
+    status_r: int | None = None
 
 
 def clear_signal_mask() -> None:
@@ -273,3 +288,32 @@ def rss_bytes(pid: int | None) -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def child_of_init(init: int) -> int | None:
+    """The pid of a contained session's child: the one child of its ``init``, seen from
+    this (the supervisor's) PID namespace."""
+    try:
+        with open(f"/proc/{init}/task/{init}/children") as f:
+            pids = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    return pids[0] if pids else None
+
+
+def containment_unavailable() -> str | None:
+    """Why sessions cannot be contained in PID namespaces here (None: they can)."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    if not os.path.exists("/proc/self/ns/pid"):
+        return "the kernel has no PID namespaces"
+    if not hasattr(os, "pidfd_open"):
+        return "no pidfd_open (Linux 5.3 or newer is needed)"
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return "cannot read this process's capabilities"
+    if not caps & (1 << CAP_SYS_ADMIN):
+        return "not root (creating a PID namespace needs CAP_SYS_ADMIN)"
+    return None

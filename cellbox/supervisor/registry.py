@@ -40,6 +40,7 @@ class ServeOptions:
     ast_cache_size: int | None = None
     zygote: bool = True
     warm: int = 2
+    containment: bool = True  # a PID namespace per session where the kernel allows it
 
 
 def request_key(request_id: Any) -> Any:

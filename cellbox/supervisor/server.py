@@ -30,6 +30,7 @@ import anyio
 from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
+from cellbox.supervisor import process
 from cellbox.supervisor.child import Reaper
 from cellbox.supervisor.launcher import Launcher
 from cellbox.supervisor.methods import Facts, Methods, table
@@ -52,7 +53,14 @@ class Server:
         self.options = options or ServeOptions()
         self.stats = Stats()
         self.reaper = Reaper()
-        self.zygote = Zygote(self.reaper) if self.options.zygote else None
+        #: Why sessions are not contained in PID namespaces (None: they are, when forked by
+        #: the zygote).
+        self.uncontained = (
+            process.containment_unavailable() if self.options.containment else "turned off (--no-containment)"
+        )
+        if self.uncontained is None and not self.options.zygote:
+            self.uncontained = "needs the zygote (--no-zygote was given)"
+        self.zygote = Zygote(self.reaper, contain=self.uncontained is None) if self.options.zygote else None
         self.dispatcher = jsonrpc.Dispatcher()
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
@@ -77,9 +85,18 @@ class Server:
             framing=lambda: self.framer.kind,
             zygote=lambda: self.zygote is not None and self.zygote.enabled,
             on_shutdown=self._on_shutdown,
+            isolation=self.isolation,
         )
         self.mcp = _LazyMcp(self.registry, self.notify)
         self._handlers = table(Methods(self.registry, facts), self.mcp)
+
+    def isolation(self) -> dict:
+        """``capabilities.cellbox.isolation``: the mechanisms active for new sessions."""
+        active = self.uncontained is None and self.zygote is not None and self.zygote.enabled
+        report: dict = {"containment": ["pidns"] if active else [], "strict": [], "default": "process"}
+        if not active:
+            report["missing"] = {"pidns": self.uncontained or "the zygote is not running"}
+        return report
 
     def _on_shutdown(self) -> None:
         self.shutting_down = self.registry.stopping = True

@@ -22,13 +22,14 @@ import logging
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from cellbox.protocol import channel as ch
-from cellbox.supervisor.process import spawn_python
+from cellbox.supervisor.process import Started, boot_code, spawn_python
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -51,8 +52,9 @@ class _Process:
 
 
 class Zygote:
-    def __init__(self, reaper: Any) -> None:
+    def __init__(self, reaper: Any, *, contain: bool = False) -> None:
         self.reaper = reaper
+        self.contain = contain  # fork each child into a PID namespace of its own
         self.failures = 0
         self.forks = 0
         self._current: _Process | None = None
@@ -134,10 +136,12 @@ class Zygote:
         self.reaper.watch(pid, lambda status, rusage: self._exited(proc, status))
         return proc
 
-    async def fork(self, env: dict[str, str]) -> tuple[int, socket.socket, int, int] | None:
-        """A new child forked from the zygote: ``(pid, channel, stdout_r, stderr_r)``, or None
-        if no zygote can serve now (the caller then spawns a fresh interpreter). Takes at most
-        ``FORK_TIMEOUT`` seconds once a zygote is ready."""
+    async def fork(self, env: dict[str, str], *, fresh: bool = False) -> Started | None:
+        """A new child forked from the zygote (in a PID namespace of its own if ``contain``
+        and the zygote can), or None if no zygote can serve now (the caller then spawns a
+        fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
+        ``contain``: that is what the namespace is for). Takes at most ``FORK_TIMEOUT``
+        seconds once a zygote is ready."""
         if not self.enabled:
             return None
         if self._current is None:
@@ -152,7 +156,7 @@ class Zygote:
                 return None
             try:
                 with anyio.fail_after(FORK_TIMEOUT):
-                    return await self._fork(proc, env)
+                    return await self._fork(proc, env, fresh)
             except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
                 if not proc.failed:
                     why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
@@ -160,33 +164,38 @@ class Zygote:
                     self._fail(proc)
                 return None
 
-    async def _fork(self, proc: _Process, env: dict[str, str]) -> tuple[int, socket.socket, int, int]:
+    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool) -> Started:
         sup_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        theirs = [devnull, out_w, err_w, child_sock.fileno()]
+        theirs = [devnull, out_w, err_w, child_sock.fileno(), status_w]
         try:
-            frame = ch.encode(ch.Spawn(env=env))
+            argv = [sys.executable, "-c", boot_code("cellbox.child.main")] if fresh else None
+            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv))
             await anyio.wait_writable(proc.sock)
             proc.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
             reply = await self._receive(proc)
         except BaseException:
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, status_r):
                 os.close(fd)
             sup_sock.close()
             raise
         finally:
-            for fd in (devnull, out_w, err_w):
+            for fd in (devnull, out_w, err_w, status_w):
                 os.close(fd)
             child_sock.close()
         if reply.pid <= 0:
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, status_r):
                 os.close(fd)
             sup_sock.close()
             raise OSError("the zygote could not fork")
         self.forks += 1
-        return reply.pid, sup_sock, out_r, err_r
+        if not reply.contained:
+            os.close(status_r)
+            return Started(reply.pid, sup_sock, out_r, err_r)
+        return Started(reply.pid, sup_sock, out_r, err_r, status_r)
 
     async def _receive(self, proc: _Process) -> ch.Spawned:
         while True:

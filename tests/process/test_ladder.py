@@ -232,7 +232,8 @@ def test_blocked_socket_recv_interrupted(server):
     assert r["status"] == "interrupted" and not r["stateLost"]
 
 
-def test_grandchildren_and_setsid_killed(server):
+def test_grandchildren_and_setsid_killed(either_server):
+    server = either_server
     sid = server.create()
     code = (
         "import subprocess, os\n"
@@ -256,7 +257,8 @@ def test_grandchildren_and_setsid_killed(server):
     server.assert_no_leftovers()
 
 
-def test_close_kills_detached_descendants(server):
+def test_close_kills_detached_descendants(either_server):
+    server = either_server
     sid = server.create()
     server.eval(sid, (
         "import subprocess\n"
@@ -267,10 +269,12 @@ def test_close_kills_detached_descendants(server):
     server.assert_no_leftovers()
 
 
-def test_timeout_kill_reaches_the_whole_process_group(server):
-    """A process that left the child's tree (its parent exited, so it was reparented to the
-    supervisor) and carries none of the session's markers is reached only by the SIGKILL of
-    the child's process group (PROTOCOL.md section 6)."""
+def test_timeout_kill_reaches_the_whole_process_group(make_server):
+    """Without containment (a host where PID namespaces are not allowed): a process that left
+    the child's tree (its parent exited, so it was reparented to the supervisor) and carries
+    none of the session's markers is reached only by the SIGKILL of the child's process group
+    (PROTOCOL.md section 6)."""
+    server = make_server("--kill-grace", "1", "--no-containment")
     sid = server.create()
     code = (
         "import os, subprocess\n"

@@ -23,8 +23,13 @@ def test_zygote_reported_and_children_adopted(server):
     caps = server.call("initialize", {})["capabilities"]["cellbox"]
     assert caps["zygote"] is True
     sid = server.create()
-    r = server.eval(sid, "import os; os.getppid()")
-    assert r["value"]["repr"] == str(server.proc.pid)
+    assert server.adopter(sid) == server.proc.pid
+
+
+def test_zygote_children_adopted_without_containment(make_server):
+    server = make_server("--no-containment")
+    sid = server.create()
+    assert server.eval(sid, "import os; os.getppid()")["value"]["repr"] == str(server.proc.pid)
 
 
 def test_forked_children_differ_in_random_state(server):

@@ -1,0 +1,110 @@
+"""Kernel containment of a session: its own PID namespace, with a small init as its pid 1.
+
+Theory of operation: the zygote's intermediate process calls ``enter``, which opens a pidfd
+of the supervisor and unshares a new PID namespace and mount namespace; the next process it
+forks is pid 1 of the new namespace and runs ``become_init``: it mounts a ``/proc`` of its
+own (the session sees only its own processes, never the supervisor or other sessions), forks
+the session child (pid 2), and then only waits. It reaps every process the kernel hands it
+(orphans of the session are reparented to it), and it exits when the session child exits,
+after writing the child's wait status to the status pipe, or when the supervisor's pidfd says
+the supervisor is gone. When pid 1 of a namespace exits the kernel kills every process left
+in it, so nothing a session started outlives it: not a double fork, not ``setsid``, not an
+emptied environment. The supervisor kills a session by SIGKILLing its init.
+
+Invariants: init never runs user code and never touches the channel; it holds only the
+supervisor's pidfd, the status pipe and a wake-up pipe; whatever happens to the session child,
+init writes at most one status and then exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import sys
+
+from cellbox.protocol.channel import STATUS
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def enter(supervisor: int) -> int | None:
+    """In the zygote's intermediate process: a pidfd of ``supervisor``, then new PID and
+    mount namespaces for the next fork. None if that fails (the child is then not contained)."""
+    try:
+        pidfd = os.pidfd_open(supervisor)
+    except OSError:
+        return None
+    try:
+        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare")
+    except OSError:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def become_init(pidfd: int, status_fd: int, keep: list[int]) -> None:
+    """In pid 1 of the new namespace: set up, fork the session child and return in it; the
+    init itself never returns. ``keep`` are the descriptors the child needs (init closes its
+    own copies of them)."""
+    libc = _libc()
+    try:
+        _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
+        _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
+    except OSError as exc:
+        os.write(2, f"cellbox: containment: {exc}\n".encode())
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    child = os.fork()
+    if child == 0:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (pidfd, status_fd, wake_r, wake_w):
+            os.close(fd)
+        return
+    for fd in keep:
+        os.close(fd)
+    ctypes.CDLL(None).prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME
+    _wait(child, pidfd, status_fd, wake_r)
+
+
+def _wait(child: int, pidfd: int, status_fd: int, wake_r: int) -> None:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        while True:  # reap everything the kernel handed us
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid == child:
+                try:
+                    os.write(status_fd, STATUS.pack(status))
+                finally:
+                    os._exit(0)  # the kernel kills what is left in the namespace
+        for fd, _ in poller.poll(1000):
+            if fd == pidfd:
+                os._exit(0)  # the supervisor is gone: so is the session
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass

@@ -1,0 +1,148 @@
+"""Kernel containment: each session in a PID namespace of its own, through the real server.
+
+Where this machine cannot create PID namespaces (not root), ``initialize`` must say so and
+why (checked here everywhere); the tests of the namespaces themselves then skip, saying why.
+CI runs as root, where none of them skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from cellbox.supervisor import process
+from tests.harness import poll_until
+
+UNAVAILABLE = process.containment_unavailable()
+
+# A daemon that leaves by every door: a double fork, a new session, an emptied environment
+# and an exec. It is found afterwards only by the token on its command line.
+ESCAPE = """
+import os, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)', {token!r}], {{}})
+    os._exit(0)
+os.wait()
+"""
+
+
+def _running(token: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if token.encode() in f.read().split(b"\0"):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def _escape(server, sid: str) -> str:
+    token = f"cbx-escape-{uuid.uuid4().hex}"
+    assert server.eval(sid, ESCAPE.format(token=token))["status"] == "ok"
+    poll_until(lambda: _running(token), 10)  # it is out there, on its own
+    return token
+
+
+def test_initialize_reports_the_containment_in_use(server):
+    isolation = server.call("initialize", {})["capabilities"]["cellbox"]["isolation"]
+    if UNAVAILABLE is None:
+        assert isolation == {"containment": ["pidns"], "strict": [], "default": "process"}
+    else:
+        assert isolation["containment"] == [] and isolation["missing"] == {"pidns": UNAVAILABLE}
+
+
+def test_no_containment_is_reported_when_turned_off(make_server):
+    server = make_server("--no-containment")
+    isolation = server.call("initialize", {})["capabilities"]["cellbox"]["isolation"]
+    assert isolation["containment"] == []
+    assert isolation["missing"] == {"pidns": UNAVAILABLE or "turned off (--no-containment)"}
+
+
+needs_pidns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"containment unavailable: {UNAVAILABLE}")
+
+
+@needs_pidns
+@pytest.mark.parametrize("how", ["close", "restart", "exit", "server killed"])
+def test_no_daemon_outlives_its_session(make_server, how):
+    server = make_server()
+    sid = server.create()
+    token = _escape(server, sid)
+    if how == "close":
+        server.call("session/close", {"session": sid})
+    elif how == "restart":
+        server.call("session/restart", {"session": sid}, timeout=30)
+        assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
+    elif how == "exit":
+        assert server.eval(sid, "import os; os._exit(0)")["status"] == "killed"
+    else:
+        server.proc.kill()
+        server.proc.wait(10)
+    poll_until(lambda: not _running(token), 10)
+
+
+@needs_pidns
+def test_a_cell_sees_only_its_session_and_cannot_signal_the_supervisor(server):
+    sid = server.create()
+    server.eval(sid, "x = 1")
+    r = server.eval(sid, "import os; sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
+    assert r["value"]["repr"] == "[1, 2]"  # its init and itself
+    # The supervisor has no pid in the session's namespace; its init ignores the signal.
+    for target, outcome in ((server.proc.pid, "'no such process'"), (1, "'sent'")):
+        r = server.eval(sid, f"import os, signal\ntry:\n    os.kill({target}, signal.SIGSTOP); r = 'sent'\n"
+                             f"except ProcessLookupError:\n    r = 'no such process'\nr")
+        assert r["value"]["repr"] == outcome, r
+    assert server.call("ping") == {}
+    assert server.eval(sid, "x")["value"]["repr"] == "1"
+    (listed,) = server.call("session/list")["sessions"]
+    with open(f"/proc/{listed['pid']}/comm") as f:  # the pid listed is the child's, seen from here
+        assert f.read().strip() == f"cbx{sid}"[:15]
+
+
+@needs_pidns
+def test_orphans_inside_are_reaped(server):
+    sid = server.create()
+    code = ("import os\nfor _ in range(20):\n    if os.fork() == 0:\n        if os.fork() == 0:\n"
+            "            os._exit(0)\n        os._exit(0)\n    os.wait()")
+    assert server.eval(sid, code)["status"] == "ok"
+    zombies = ("import os\ndef zombies():\n    out = []\n    for p in os.listdir('/proc'):\n"
+               "        if p.isdigit():\n            with open(f'/proc/{p}/stat') as f:\n"
+               "                if f.read().rsplit(')', 1)[1].split()[0] == 'Z': out.append(p)\n"
+               "    return out\nzombies()")
+    poll_until(lambda: server.eval(sid, zombies)["value"]["repr"] == "[]", 10)
+
+
+@pytest.mark.parametrize("code, cause", [
+    ("import os; os._exit(3)", "exit 3"),
+    # A SIGKILL the supervisor did not send is taken for the kernel's OOM killer.
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "memory"),
+    ("import ctypes; ctypes.string_at(0)", "signal SIGSEGV"),
+])
+def test_exit_causes_are_the_same_with_and_without_containment(either_server, code, cause):
+    server = either_server
+    sid = server.create()
+    r = server.eval(sid, code)
+    assert (r["status"], r["cause"], r["stateLost"]) == ("killed", cause, True), r
+    assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
+
+
+def test_interrupts_and_timeouts_work_contained(either_server):
+    server = either_server
+    sid = server.create()
+    server.eval(sid, "kept = 7")
+    rid = server.start(sid, "import time\nprint('ready', flush=True)\ntime.sleep(60)")
+    server.call("session/interrupt", {"session": sid})
+    assert server.reply(rid, 20)["result"]["status"] == "interrupted"
+    r = server.eval(sid, "while True: pass", timeout=0.5)
+    assert (r["status"], r["stateLost"]) == ("timeout", False)
+    r = server.eval(sid, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                         "while True: pass", timeout=0.3, wait=30)
+    assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "timeout", True)
+    assert server.eval(sid, "'kept' in globals()")["value"]["repr"] == "False"
+    assert server.call("ping") == {}
