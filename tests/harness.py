@@ -30,6 +30,7 @@ class RpcError(Exception):
 
 class Server:
     def __init__(self, *args: str, env: dict[str, str] | None = None, framing: str = "ndjson") -> None:
+        self.args = args
         self.tag = uuid.uuid4().hex
         full_env = dict(os.environ)
         full_env["CELLBOX_TEST_TAG"] = self.tag

@@ -57,10 +57,21 @@ def enter(supervisor: int) -> int | None:
     return pidfd
 
 
-def become_init(pidfd: int, status_fd: int, keep: list[int]) -> None:
+def join(cgroup: list[str]) -> None:
+    """Join the cgroups whose ``cgroup.procs`` files are listed (children follow)."""
+    for path in cgroup:
+        try:
+            with open(path, "w") as f:
+                f.write("0")
+        except OSError as exc:
+            os.write(2, f"cellbox: could not join {path}: {exc}\n".encode())
+
+
+def become_init(pidfd: int, status_fd: int, keep: list[int], cgroup: list[str]) -> None:
     """In pid 1 of the new namespace: set up, fork the session child and return in it; the
     init itself never returns. ``keep`` are the descriptors the child needs (init closes its
-    own copies of them)."""
+    own copies of them); ``cgroup``: see ``join``."""
+    join(cgroup)
     libc = _libc()
     try:
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")

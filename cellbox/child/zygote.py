@@ -94,9 +94,10 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
             control.close()
             *fds, status = fds
             if pidfd is not None:  # pid 1 of the session's namespace: returns in its child
-                contain.become_init(pidfd, status, keep=fds)
+                contain.become_init(pidfd, status, keep=fds, cgroup=msg.cgroup)
             else:
                 os.close(status)
+                contain.join(msg.cgroup)
             rechannel(fds, msg.env, supervisor, contained=pidfd is not None)
             if msg.argv:  # a fresh interpreter, in the namespace
                 try:

@@ -99,6 +99,7 @@ class Spawn(Msg, tag="spawn"):
     env: dict[str, str]
     contain: bool = False
     argv: list[str] | None = None
+    cgroup: list[str] = []  # ``cgroup.procs`` files the child joins before it runs
 
 
 # --- child -> supervisor ----------------------------------------------------------------------

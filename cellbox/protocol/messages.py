@@ -48,6 +48,8 @@ class Limits(Params):
     open_files: PosInt | None = None
     file_size_mb: NonNegInt | None = None
     output_bytes: PosInt | None = None
+    #: A CPU quota for all the session's processes, in percent of one core (needs a cgroup).
+    cpu_percent: PosInt | None = None
 
 
 class DetectionPolicy(Params):

@@ -36,6 +36,7 @@ import anyio
 
 from cellbox.protocol import channel as ch
 from cellbox.supervisor import process
+from cellbox.supervisor.cgroups import ChildGroup
 
 log = logging.getLogger("cellbox.supervisor")
 
@@ -165,12 +166,15 @@ _WAKE = object()  # a SIGINT queued behind channel writes
 
 class Child:
     def __init__(self, pid: int, sock: socket.socket, out_fd: int, err_fd: int, *, reaper: Reaper,
-                 gate: Gate | None = None, marker: str = "", status_fd: int | None = None) -> None:
+                 gate: Gate | None = None, marker: str = "", status_fd: int | None = None,
+                 cgroup: ChildGroup | None = None) -> None:
         self.pid = pid  # a contained child's own pid once ``found`` (its init's until then)
         #: A contained child's init (pid 1 of its PID namespace), which the reaper watches:
         #: when it exits, so has everything in the namespace.
         self.init = pid if status_fd is not None else None
         self._status_pipe = _Fd(status_fd) if status_fd is not None else None
+        self.cgroup = cgroup  # its own cgroups (limits for all its processes), if any
+        self.oom_killed: bool | None = None  # once it exited: did the kernel OOM-kill in it?
         self.marker = marker  # its ``process.child_marker`` (set when a session configures it)
         self.python = ""
         self.status: int | None = None
@@ -405,6 +409,11 @@ class Child:
             self.cpu_used = rusage.ru_utime + rusage.ru_stime
         if self.init is None:  # descendants it left (reparented here) die with it
             process.kill_tree(process.orphans(self.marker, self._reaper.watched))
+        if self.cgroup is not None:
+            self.oom_killed = self.cgroup.oom_killed()
+            self.cgroup.kill()  # whatever is left in its cgroup
+            if not self.cgroup.remove():
+                self._loop.call_later(1.0, self.cgroup.remove)
         if self._channel_paused:  # what it sent before it exited still counts
             self._channel_paused = False
             for _ in range(_DRAIN_READS):

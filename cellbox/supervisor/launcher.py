@@ -25,6 +25,7 @@ import msgspec
 from cellbox.protocol import channel as ch
 from cellbox.protocol.errors import SessionStartFailed
 from cellbox.supervisor import process
+from cellbox.supervisor.cgroups import Cgroups
 from cellbox.supervisor.child import Child, Gate, Reaper, _Starting
 from cellbox.supervisor.machine import exit_cause
 
@@ -75,8 +76,9 @@ def _spawn_fresh(env: dict[str, str]) -> process.Started:
 
 class Launcher:
     def __init__(self, reaper: Reaper, *, zygote: Any = None, gate: Gate | None = None, warm: int = 0,
-                 before: Callable[[], None] | None = None) -> None:
+                 before: Callable[[], None] | None = None, cgroups: Cgroups | None = None) -> None:
         self.reaper = reaper
+        self.cgroups = cgroups  # a cgroup per child, where the host lets us
         self.zygote = zygote
         self.gate = gate
         self.pool = WarmPool(warm, self)
@@ -85,12 +87,20 @@ class Launcher:
     async def launch(self, env: dict[str, str], *, fork: bool = True) -> Child:
         """A running child that waits for ``Configure`` (not yet any session's)."""
         zygote = self.zygote
+        group = self.cgroups.create() if self.cgroups is not None else None
         forked = None
         if zygote is not None and (fork or zygote.contain):  # a fresh one too, in a namespace
-            forked = await zygote.fork(env, fresh=not fork)
-        pid, sock, out_r, err_r, status_r = forked if forked is not None else _spawn_fresh(env)
+            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None)
+        if forked is None:
+            forked = _spawn_fresh(env)
+            if group is not None:
+                try:
+                    group.join(forked.pid)  # before it is sent anything of a session's
+                except OSError as exc:
+                    log.warning("child %d could not join its cgroup: %s", forked.pid, exc)
+        pid, sock, out_r, err_r, status_r = forked
         return Child(pid, sock, out_r, err_r, reaper=self.reaper, gate=self.gate,
-                     marker=env.get(process.MARKER, ""), status_fd=status_r)
+                     marker=env.get(process.MARKER, ""), status_fd=status_r, cgroup=group)
 
     async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child:
         """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
@@ -102,6 +112,13 @@ class Launcher:
         child = self.pool.take() if not env else None
         if child is None:
             child = await self.launch(full_env, fork=forkable(env))
+        if child.cgroup is not None and configure.limits is not None:
+            lim = configure.limits
+            try:
+                child.cgroup.apply(lim.memory_mb, lim.processes, lim.cpu_percent)
+            except (OSError, ValueError) as exc:
+                child.kill()
+                raise SessionStartFailed(data=f"the session's limits cannot be set: {exc}") from None
         await configure_child(child, msgspec.structs.replace(configure, env=full_env))
         return child
 

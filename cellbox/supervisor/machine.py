@@ -335,10 +335,14 @@ class _Child(msgspec.Struct):
     channel_deadline: float = math.inf  # its channel closed: kill it then
 
 
-def exit_cause(status: int, *, cpu_used: float = 0.0, cpu_limit: float | None = None) -> str:
+def exit_cause(status: int, *, cpu_used: float = 0.0, cpu_limit: float | None = None,
+               oom: bool | None = None) -> str:
     """Name a wait status as PROTOCOL.md's ``cause`` does (``exit 3``, ``signal SIGSEGV``,
     ``cpu``, ``memory``). A SIGKILL the supervisor did not send is the CPU hard limit if the
-    child used its CPU allowance, else the kernel's OOM killer."""
+    child used its CPU allowance, else the kernel's OOM killer (PROTOCOL.md); ``oom`` (the
+    child's cgroup counted an OOM kill) names any death ``memory``."""
+    if oom:
+        return "memory"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
@@ -593,13 +597,15 @@ class SessionMachine:
         if dying is not None and dying[1] is not None:
             self._answer(dying[1], "killed", dying[0], state_lost=True, now=now)
 
-    def child_exited(self, gen: int, status: int, now: float, cpu_used: float = 0.0) -> None:
+    def child_exited(self, gen: int, status: int, now: float, cpu_used: float = 0.0,
+                     oom: bool | None = None) -> None:
         """Child ``gen`` was reaped with wait status ``status``; the shell has delivered
-        what its pipes held. Exits of killed or replaced children are ignored."""
+        what its pipes held; ``oom``: whether its cgroup saw an OOM kill (None: unknown).
+        Exits of killed or replaced children are ignored."""
         child = self.child
         if child is None or child.gen != gen:
             return
-        cause = exit_cause(status, cpu_used=cpu_used, cpu_limit=self.config.cpu_seconds)
+        cause = exit_cause(status, cpu_used=cpu_used, cpu_limit=self.config.cpu_seconds, oom=oom)
         if child.state is ChildState.STARTING:
             self.child_start_failed(gen, f"the child exited before it started ({cause})", now)
             return

@@ -31,6 +31,7 @@ from cellbox.protocol import errors, jsonrpc
 from cellbox.protocol import messages as m
 from cellbox.protocol.framing import AutoFramer, FrameError
 from cellbox.supervisor import process
+from cellbox.supervisor.cgroups import Cgroups
 from cellbox.supervisor.child import Reaper
 from cellbox.supervisor.launcher import Launcher
 from cellbox.supervisor.methods import Facts, Methods, table
@@ -61,6 +62,8 @@ class Server:
         if self.uncontained is None and not self.options.zygote:
             self.uncontained = "needs the zygote (--no-zygote was given)"
         self.zygote = Zygote(self.reaper, contain=self.uncontained is None) if self.options.zygote else None
+        self.cgroups: Cgroups | None = None  # found when it serves
+        self.no_cgroups: str | None = "turned off (--no-containment)"
         self.dispatcher = jsonrpc.Dispatcher()
         self.framer = AutoFramer(forced=self.options.framing)
         self.shutting_down = False
@@ -77,7 +80,7 @@ class Server:
         #: pipes await ``outbox.wait_writable()`` before each read (back-pressure).
         self.outbox = Outbox(on_broken=self._stop.set)
         self.launcher = Launcher(
-            self.reaper, zygote=self.zygote, gate=self.outbox, warm=self.options.warm, before=self._start_helpers
+            self.reaper, zygote=self.zygote, gate=self.outbox, warm=self.options.warm, before=self._start_helpers,
         )
         self._helpers_started = False  # the zygote and the warm pool (see ``_start_helpers``)
         self.registry = Registry(self.options, self.stats, starter=self.launcher, outlet=self)
@@ -93,9 +96,17 @@ class Server:
     def isolation(self) -> dict:
         """``capabilities.cellbox.isolation``: the mechanisms active for new sessions."""
         active = self.uncontained is None and self.zygote is not None and self.zygote.enabled
-        report: dict = {"containment": ["pidns"] if active else [], "strict": [], "default": "process"}
+        containment = ["pidns"] if active else []
+        if self.cgroups is not None:
+            containment.append("cgroup1")
+        report: dict = {"containment": containment, "strict": [], "default": "process"}
+        missing = {}
         if not active:
-            report["missing"] = {"pidns": self.uncontained or "the zygote is not running"}
+            missing["pidns"] = self.uncontained or "the zygote is not running"
+        if self.cgroups is None:
+            missing["cgroup"] = self.no_cgroups
+        if missing:
+            report["missing"] = missing
         return report
 
     def _on_shutdown(self) -> None:
@@ -105,6 +116,9 @@ class Server:
 
     async def serve(self, stdin: int = 0, stdout: int = 1) -> int:
         """Serve until stdin EOF, ``exit`` or a termination signal; return the exit code."""
+        if self.options.containment:
+            self.cgroups, self.no_cgroups = Cgroups.detect()
+            self.launcher.cgroups = self.cgroups
         async with anyio.create_task_group() as tg:
             self._tg = self.registry.tg = tg
             tg.start_soon(self.reaper.run)
@@ -160,6 +174,8 @@ class Server:
         await self.registry.close_all()
         if self.zygote is not None:
             await self.zygote.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
         await self._flush()
 
     async def _signals(self) -> None:

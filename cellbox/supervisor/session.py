@@ -86,7 +86,9 @@ class _Listener:
 
     def on_exit(self, status: int, cpu_used: float) -> None:
         s = self.session
-        s.machine.child_exited(self.gen, status, s._loop.time(), cpu_used)
+        child = s.children.get(self.gen)
+        oom = child.oom_killed if child is not None else None
+        s.machine.child_exited(self.gen, status, s._loop.time(), cpu_used, oom)
         s.children.pop(self.gen, None)
         s._pump()
 

@@ -136,7 +136,8 @@ class Zygote:
         self.reaper.watch(pid, lambda status, rusage: self._exited(proc, status))
         return proc
 
-    async def fork(self, env: dict[str, str], *, fresh: bool = False) -> Started | None:
+    async def fork(self, env: dict[str, str], *, fresh: bool = False,
+                   cgroup: list[str] | None = None) -> Started | None:
         """A new child forked from the zygote (in a PID namespace of its own if ``contain``
         and the zygote can), or None if no zygote can serve now (the caller then spawns a
         fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
@@ -156,7 +157,7 @@ class Zygote:
                 return None
             try:
                 with anyio.fail_after(FORK_TIMEOUT):
-                    return await self._fork(proc, env, fresh)
+                    return await self._fork(proc, env, fresh, cgroup or [])
             except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
                 if not proc.failed:
                     why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
@@ -164,7 +165,7 @@ class Zygote:
                     self._fail(proc)
                 return None
 
-    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool) -> Started:
+    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool, cgroup: list[str]) -> Started:
         sup_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -173,7 +174,7 @@ class Zygote:
         theirs = [devnull, out_w, err_w, child_sock.fileno(), status_w]
         try:
             argv = [sys.executable, "-c", boot_code("cellbox.child.main")] if fresh else None
-            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv))
+            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv, cgroup=cgroup))
             await anyio.wait_writable(proc.sock)
             proc.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
             reply = await self._receive(proc)

@@ -12,10 +12,11 @@ import uuid
 
 import pytest
 
-from cellbox.supervisor import process
+from cellbox.supervisor import cgroups, process
 from tests.harness import poll_until
 
 UNAVAILABLE = process.containment_unavailable()
+NO_CGROUPS = cgroups.unavailable()
 
 # A daemon that leaves by every door: a double fork, a new session, an emptied environment
 # and an exec. It is found afterwards only by the token on its command line.
@@ -52,17 +53,18 @@ def _escape(server, sid: str) -> str:
 
 def test_initialize_reports_the_containment_in_use(server):
     isolation = server.call("initialize", {})["capabilities"]["cellbox"]["isolation"]
-    if UNAVAILABLE is None:
-        assert isolation == {"containment": ["pidns"], "strict": [], "default": "process"}
-    else:
-        assert isolation["containment"] == [] and isolation["missing"] == {"pidns": UNAVAILABLE}
+    expected = (["pidns"] if UNAVAILABLE is None else []) + (["cgroup1"] if NO_CGROUPS is None else [])
+    assert isolation["containment"] == expected
+    missing = {k: v for k, v in (("pidns", UNAVAILABLE), ("cgroup", NO_CGROUPS)) if v is not None}
+    assert isolation.get("missing", {}) == missing
 
 
 def test_no_containment_is_reported_when_turned_off(make_server):
     server = make_server("--no-containment")
     isolation = server.call("initialize", {})["capabilities"]["cellbox"]["isolation"]
     assert isolation["containment"] == []
-    assert isolation["missing"] == {"pidns": UNAVAILABLE or "turned off (--no-containment)"}
+    assert isolation["missing"] == {"pidns": UNAVAILABLE or "turned off (--no-containment)",
+                                    "cgroup": "turned off (--no-containment)"}
 
 
 needs_pidns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"containment unavailable: {UNAVAILABLE}")
@@ -112,19 +114,21 @@ def test_orphans_inside_are_reaped(server):
             "            os._exit(0)\n        os._exit(0)\n    os.wait()")
     assert server.eval(sid, code)["status"] == "ok"
     zombies = ("import os\ndef zombies():\n    out = []\n    for p in os.listdir('/proc'):\n"
-               "        if p.isdigit():\n            with open(f'/proc/{p}/stat') as f:\n"
+               "        try:\n            with open(f'/proc/{p}/stat') as f:\n"
                "                if f.read().rsplit(')', 1)[1].split()[0] == 'Z': out.append(p)\n"
+               "        except (OSError, IndexError):\n            pass\n"
                "    return out\nzombies()")
     poll_until(lambda: server.eval(sid, zombies)["value"]["repr"] == "[]", 10)
 
 
 @pytest.mark.parametrize("code, cause", [
     ("import os; os._exit(3)", "exit 3"),
-    # A SIGKILL the supervisor did not send is taken for the kernel's OOM killer.
+    # A SIGKILL the supervisor did not send is named "memory" (PROTOCOL.md), with or without
+    # a cgroup to count OOM kills.
     ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "memory"),
     ("import ctypes; ctypes.string_at(0)", "signal SIGSEGV"),
 ])
-def test_exit_causes_are_the_same_with_and_without_containment(either_server, code, cause):
+def test_exit_causes_with_and_without_containment(either_server, code, cause):
     server = either_server
     sid = server.create()
     r = server.eval(sid, code)
@@ -146,3 +150,59 @@ def test_interrupts_and_timeouts_work_contained(either_server):
     assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "timeout", True)
     assert server.eval(sid, "'kept' in globals()")["value"]["repr"] == "False"
     assert server.call("ping") == {}
+
+
+needs_cgroups = pytest.mark.skipif(NO_CGROUPS is not None, reason=f"no cgroups: {NO_CGROUPS}")
+
+FORKS_ALLOCATE = """
+import os, time
+kids = []
+for i in range(4):
+    pid = os.fork()
+    if pid == 0:
+        b = bytearray(200 << 20)
+        for j in range(0, len(b), 4096):
+            b[j] = 1
+        time.sleep(2)
+        os._exit(0)
+    kids.append(pid)
+[os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids]
+"""
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_memory_mb_holds_for_all_the_sessions_processes_together(server):
+    witness = server.create()
+    server.eval(witness, "kept = 1")
+    sid = server.create(limits={"memoryMb": 300})
+    r = server.eval(sid, FORKS_ALLOCATE, wait=40)
+    assert r["status"] == "ok", r
+    codes = eval(r["value"]["repr"])  # 4 x 200 MB in 300 MB: the kernel kills some
+    assert -9 in codes and codes.count(0) <= 1, codes
+    assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"  # the session itself goes on
+    assert server.eval(witness, "kept")["value"]["repr"] == "1"
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_processes_is_a_limit_even_for_root(server):
+    sid = server.create(limits={"processes": 20})
+    code = ("import os, time\nn = 0\ntry:\n    for i in range(400):\n        if os.fork() == 0:\n"
+            "            time.sleep(2)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+            "    err = e.errno\n(n < 20, err)")
+    r = server.eval(sid, code, wait=40)
+    assert r["value"]["repr"] == "(True, 11)", r  # EAGAIN before the 20th
+    assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_an_oom_kill_of_the_child_is_named_by_its_cgroup(server):
+    sid = server.create(limits={"memoryMb": 250})
+    # Pages of a memfd count against the cgroup but not against the per-process address-space
+    # limit (which would raise MemoryError first): the kernel's OOM killer ends the child.
+    code = "import os\nfd = os.memfd_create('fill')\nchunk = b'x' * (1 << 20)\nfor _ in range(600):\n    os.write(fd, chunk)"
+    r = server.eval(sid, code, wait=40)
+    assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "memory", True), r
+    assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"

@@ -115,7 +115,9 @@ def test_a_kill_is_answered_without_waiting_for_the_exit(make_server):
     sid = server.create()
     assert server.eval(sid, "big = b'a' * (2 << 30)", wait=60)["status"] == "ok"
     (pid,) = [s["pid"] for s in server.call("session/list")["sessions"]]
-    rid = server.start(sid, "import itertools\nprint('ready', flush=True)\nany(itertools.repeat(0))")
+    # SIGINT ignored: the interrupt cannot land, whenever it comes; the grace ends in a kill.
+    rid = server.start(sid, "import itertools, signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                            "print('ready', flush=True)\nany(itertools.repeat(0))")
     gone: list[float] = []
 
     def watch() -> None:
