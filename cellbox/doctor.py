@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NamedTuple
 
-from cellbox.supervisor import process
+from cellbox.supervisor import cgroups, process
 
 
 class Check(NamedTuple):
@@ -32,17 +32,12 @@ def _read(path: str) -> str | None:
 
 
 def _cgroups() -> Check:
+    why = cgroups.unavailable()
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        controllers = _read("/sys/fs/cgroup/cgroup.controllers") or ""
-        writable = os.access("/sys/fs/cgroup", os.W_OK)
-        return Check("cgroup v2", writable, f"controllers: {controllers or 'none'}"
-                     + ("" if writable else "; /sys/fs/cgroup is not writable by this user"), "not yet")
-    v1 = [c for c in ("memory", "pids", "freezer", "cpu") if os.path.isdir(f"/sys/fs/cgroup/{c}")]
-    if v1:
-        writable = all(os.access(f"/sys/fs/cgroup/{c}", os.W_OK) for c in v1)
-        return Check("cgroup v1", writable, f"controllers: {', '.join(v1)}"
-                     + ("" if writable else "; not writable by this user"), "not yet")
-    return Check("cgroups", False, "no cgroup file system mounted at /sys/fs/cgroup", "not yet")
+        controllers = _read("/sys/fs/cgroup/cgroup.controllers") or "none"
+        return Check("cgroup v2", False, f"controllers: {controllers}; {why}", "not yet (v1 only)")
+    return Check("cgroup v1 per session", why is None, why or "memory, pids and cpu writable",
+                 "memoryMb and processes for all a session's processes, cpuPercent, OOM counts")
 
 
 def _userns() -> Check:
@@ -72,7 +67,7 @@ def _seccomp() -> Check:
 def checks() -> list[Check]:
     why = process.containment_unavailable()
     pidns = Check("PID namespace per session", why is None, why or "available",
-                  "every session forked by the zygote (the default), unless --no-containment")
+                  "every session (the zygote starts it inside one), unless --no-containment or --no-zygote")
     return [pidns, _cgroups(), _userns(), _landlock(), _seccomp()]
 
 
@@ -87,8 +82,9 @@ def main(as_json: bool = False) -> int:
     for c in found:
         print(f"  {'yes' if c.ok else 'no ':3}  {c.name:<{width}}  {c.detail}  [cellbox: {c.used}]")
     contained = found[0].ok
-    print("Sessions here are " + ("contained: nothing a session starts outlives it, and a cell cannot see or "
-                                  "signal the server or other sessions." if contained else
+    print("Sessions here are " + ("contained: nothing a session starts outlives it, a cell cannot signal the "
+                                  "server or other sessions, and its /proc shows only its own processes."
+                                  if contained else
                                   "not contained by the kernel: closing a session kills its process group and "
                                   "the descendants that keep its marker; a daemon that leaves both can survive."))
     print("isolation: \"strict\" (user, network and mount namespaces, seccomp) is not available in this version.")
