@@ -142,7 +142,8 @@ class ServerStats(Result):
 
 class SessionCreateParams(Params):
     name: str | None = None
-    cwd: str | None = None
+    cwd: str | None = None  #: an existing directory (kept); default: a fresh one, removed on close
+    keep_workdir: bool = False  #: keep the fresh work directory after close
     env: dict[str, str] | None = None
     limits: Limits | None = None
     detection: DetectionPolicy | None = None
@@ -152,6 +153,7 @@ class SessionCreateResult(Result):
     session: str
     pid: int
     python: str
+    workdir: str = ""
 
 
 class SessionParams(Params):
@@ -166,6 +168,7 @@ class SessionInfo(Result):
     execution_count: int
     created_at: str
     rss_bytes: int | None
+    workdir: str = ""
 
 
 class SessionListResult(Result):
@@ -315,6 +318,66 @@ class SessionToolArgs(Params):
     session: str = "default"
 
 
+class WriteFileToolArgs(Params):
+    path: str
+    text: str | None = None
+    base64: str | None = None
+    session: str = "default"
+
+
+class ReadFileToolArgs(Params):
+    path: str
+    session: str = "default"
+    max_bytes: PosInt | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files in a session's work directory
+
+
+class WriteFileParams(Params):
+    session: str
+    path: str
+    text: str | None = None
+    base64: str | None = None
+    mode: NonNegInt | None = None
+
+
+class WriteFileResult(Result):
+    path: str
+    size: int
+
+
+class ReadFileParams(Params):
+    session: str
+    path: str
+    max_bytes: PosInt | None = None
+
+
+class ReadFileResult(Result):
+    path: str
+    size: int
+    text: str | None
+    base64: str | None
+    truncated: bool
+
+
+class ListFilesParams(Params):
+    session: str
+    path: str | None = None
+
+
+class FileEntry(Result):
+    path: str
+    size: int
+    kind: Literal["file", "dir", "link", "other"]
+    mtime: str
+
+
+class ListFilesResult(Result):
+    entries: list[FileEntry]
+
+
 #: method name -> (params type, result type). The dispatcher decodes params with these; the
 #: schema command documents them. A result type of ``None`` means the result is ``null``.
 METHODS: dict[str, tuple[type, Any]] = {
@@ -332,6 +395,9 @@ METHODS: dict[str, tuple[type, Any]] = {
     "session/complete": (CodeCursorParams, CompleteResult),
     "session/inspect": (CodeCursorParams, InspectResult),
     "session/isComplete": (IsCompleteParams, IsCompleteResult),
+    "session/writeFile": (WriteFileParams, WriteFileResult),
+    "session/readFile": (ReadFileParams, ReadFileResult),
+    "session/listFiles": (ListFilesParams, ListFilesResult),
     "tools/list": (EmptyParams, dict[str, Any]),
     "tools/call": (ToolCallParams, dict[str, Any]),
 }

@@ -1,4 +1,5 @@
-"""The MCP face: ``tools/list`` and ``tools/call`` for ``python``, ``python_reset``, ``python_sessions``.
+"""The MCP face: ``tools/list`` and ``tools/call`` for ``python``, ``python_reset``,
+``python_sessions``, ``write_file`` and ``read_file``.
 
 Sessions are addressed by name (created on first use). A ``python`` call is an ordinary eval
 on the session's queue; its text content is what a person (or a model) reads: printed output,
@@ -16,6 +17,7 @@ import msgspec
 
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from cellbox.supervisor import files
 from cellbox.supervisor.registry import Registry
 from cellbox.supervisor.session import Session
 
@@ -43,7 +45,9 @@ TOOLS: list[dict[str, Any]] = [
             "Run Python code in a persistent session and return its printed output, the value of "
             "the last expression and any traceback. Variables, imports and functions persist "
             "between calls in the same session; top-level `await` works. Use `timeout` (seconds) "
-            "for long work; the result says whether the variables survived a timeout."
+            "for long work; the result says whether the variables survived a timeout. The code "
+            "runs in the session's work directory: files written there with `write_file` can be "
+            "opened by relative path, and files it writes there can be read with `read_file`."
         ),
         "inputSchema": _schema(m.PythonToolArgs),
         "outputSchema": _schema(m.EvalResult),
@@ -60,6 +64,22 @@ TOOLS: list[dict[str, Any]] = [
         "description": "The sessions, their state and how many cells each has run.",
         "inputSchema": {"type": "object", "properties": {}},
         "outputSchema": _schema(m.SessionListResult),
+    },
+    {
+        "name": "write_file",
+        "title": "Write a file for Python",
+        "description": ("Write a file into the session's work directory (the code's current directory), "
+                        "as `text` or `base64`; `path` is relative to it. Parent directories are made."),
+        "inputSchema": _schema(m.WriteFileToolArgs),
+        "outputSchema": _schema(m.WriteFileResult),
+    },
+    {
+        "name": "read_file",
+        "title": "Read a file Python wrote",
+        "description": ("Read a file from the session's work directory; `path` is relative to it. Text "
+                        "comes back as text, other bytes as base64; `maxBytes` (default 1 MiB) bounds it."),
+        "inputSchema": _schema(m.ReadFileToolArgs),
+        "outputSchema": _schema(m.ReadFileResult),
     },
 ]
 
@@ -131,7 +151,27 @@ class McpFace:
                 "structuredContent": msgspec.to_builtins(listing),
                 "isError": False,
             }
+        if params.name in ("write_file", "read_file"):
+            try:
+                return await self._file(params.name, args)
+            except errors.InvalidParams as exc:  # a bad path: the model reads why and can retry
+                return {"content": [_text(f"[cellbox: {exc.data}]")], "isError": True}
         raise errors.InvalidParams(data=f"unknown tool {params.name!r}")
+
+    async def _file(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        if tool == "write_file":
+            w = _convert(args, m.WriteFileToolArgs)
+            session = await self._session(w.session)
+            wrote = files.write(session.workdir, m.WriteFileParams(session=session.id, path=w.path, text=w.text,
+                                                                   base64=w.base64))
+            return {"content": [_text(f"wrote {wrote.size} bytes to {wrote.path}")],
+                    "structuredContent": msgspec.to_builtins(wrote), "isError": False}
+        r = _convert(args, m.ReadFileToolArgs)
+        session = await self._session(r.session)
+        got = files.read(session.workdir, m.ReadFileParams(session=session.id, path=r.path, max_bytes=r.max_bytes))
+        more = f"\n[cellbox: truncated: {got.size} bytes in all]" if got.truncated else ""
+        body = got.text if got.text is not None else f"(binary, {got.size} bytes; base64 in structuredContent)"
+        return {"content": [_text(body + more)], "structuredContent": msgspec.to_builtins(got), "isError": False}
 
     async def _session(self, name: str) -> Session:
         session = self.registry.by_name(name)

@@ -18,6 +18,7 @@ from cellbox import __version__
 from cellbox.protocol import channel as ch
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from cellbox.supervisor import files
 from cellbox.supervisor.registry import Registry
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -104,7 +105,16 @@ class Methods:
         session = await self.registry.create_session(params)
         child = session.child
         assert child is not None
-        return m.SessionCreateResult(session=session.id, pid=child.pid, python=child.python)
+        return m.SessionCreateResult(session=session.id, pid=child.pid, python=child.python, workdir=session.workdir)
+
+    async def session_write_file(self, params: m.WriteFileParams, req: Any) -> m.WriteFileResult:
+        return files.write(self.registry.session(params.session).workdir, params)
+
+    async def session_read_file(self, params: m.ReadFileParams, req: Any) -> m.ReadFileResult:
+        return files.read(self.registry.session(params.session).workdir, params)
+
+    async def session_list_files(self, params: m.ListFilesParams, req: Any) -> m.ListFilesResult:
+        return files.listing(self.registry.session(params.session).workdir, params)
 
     async def session_list(self, params: Any, req: Any) -> m.SessionListResult:
         return m.SessionListResult(sessions=[session.info() for session in self.registry.open_sessions()])

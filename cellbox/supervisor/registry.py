@@ -13,6 +13,8 @@ is in ``evals`` from submission until its answer.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -122,6 +124,7 @@ class Registry:
             raise errors.SessionLimit(data=f"--max-sessions is {o.max_sessions}")
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
+        workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-")
         limits = params.limits or m.Limits()
         limits = msgspec.structs.replace(
             limits,
@@ -135,13 +138,15 @@ class Registry:
             limits=limits,
             detection=params.detection,
             ast_cache_size=o.ast_cache_size,
-            cwd=params.cwd,
+            cwd=workdir,
             env=params.env,
         )
         sid = os.urandom(6).hex()
         session = Session(
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
+        session.workdir = workdir
+        session.owns_workdir = params.cwd is None and not params.keep_workdir
         self.sessions[sid] = session  # listed from now on
         try:
             try:
@@ -167,6 +172,9 @@ class Registry:
             self._counted.discard(session.id)
             self.stats.closed += 1
         await session.close(cause)
+        if session.owns_workdir:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, session.workdir, True)
 
     async def close_all(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -109,6 +109,8 @@ class Session:
             )
         )
         self.children: dict[int, Child] = {}
+        self.workdir = settings.cwd or ""  # its child's cwd, where session/*File work
+        self.owns_workdir = False  # made for it: removed when it closes
         self._starter = starter
         self._outlet = outlet
         self._stats = stats
@@ -143,6 +145,7 @@ class Session:
             execution_count=self.machine.execution_count,
             created_at=self.created_at,
             rss_bytes=child.rss() if child is not None else None,
+            workdir=self.workdir,
         )
 
     # -- requests --------------------------------------------------------------------------

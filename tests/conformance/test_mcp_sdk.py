@@ -90,13 +90,27 @@ async def test_initialize_ping_and_tools(tag):
         await session.send_ping()
 
         tools = {t.name: t for t in (await session.list_tools()).tools}
-        assert set(tools) == {"python", "python_reset", "python_sessions"}
+        assert set(tools) == {"python", "python_reset", "python_sessions", "write_file", "read_file"}
         for tool in tools.values():
             assert attr(tool, "inputSchema")["type"] == "object" and tool.description
         python = tools["python"]
         assert "code" in attr(python, "inputSchema")["properties"]
         assert attr(python, "inputSchema")["required"] == ["code"]
         assert attr(python, "outputSchema") is not None and attr(python, "outputSchema")["type"] == "object"
+
+
+async def test_files_go_in_and_out_of_the_work_directory(tag):
+    async with mcp_session(tag) as session:
+        await session.initialize()
+        wrote = await session.call_tool("write_file", {"path": "data/in.txt", "text": "41"})
+        assert attr(wrote, "isError") is False and attr(wrote, "structuredContent")["size"] == 2
+        ran = await session.call_tool("python", {"code": "n = int(open('data/in.txt').read()) + 1\n"
+                                                         "open('out.txt', 'w').write(str(n))\nn"})
+        assert "42" in text_of(ran)
+        got = await session.call_tool("read_file", {"path": "out.txt"})
+        assert text_of(got) == "42" and attr(got, "structuredContent")["truncated"] is False
+        bad = await session.call_tool("read_file", {"path": "../out.txt"})
+        assert attr(bad, "isError") is True and "'..'" in text_of(bad)
 
 
 async def test_python_keeps_state_and_reports_errors(tag):

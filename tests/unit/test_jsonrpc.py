@@ -257,7 +257,7 @@ def test_every_method_in_the_table_is_dispatched():
 def _minimal(params_type: type) -> dict:
     # The smallest valid params object: every required field with a value of its type.
     values = {
-        "session": "s", "code": "x", "cursor": 0, "name": "python", "request_id": 1, "text": "",
+        "session": "s", "code": "x", "cursor": 0, "name": "python", "request_id": 1, "text": "", "path": "f",
     }
     info = msgspec.inspect.type_info(params_type)
     return {f.encode_name: values[f.name] for f in info.fields if f.required}

@@ -1,0 +1,85 @@
+"""Work directories and ``session/writeFile``, ``readFile``, ``listFiles``, through the real server."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from tests.harness import RpcError
+
+
+def test_a_fresh_work_directory_is_the_cwd_and_goes_with_the_session(server):
+    created = server.call("session/create", {}, timeout=30)
+    sid, workdir = created["session"], created["workdir"]
+    assert os.path.isdir(workdir)
+    assert server.eval(sid, "import os; os.getcwd()")["value"]["repr"] == repr(workdir)
+    (listed,) = server.call("session/list")["sessions"]
+    assert listed["workdir"] == workdir
+    server.call("session/restart", {"session": sid}, timeout=30)  # a restart keeps it
+    assert os.path.isdir(workdir)
+    server.call("session/close", {"session": sid})
+    assert not os.path.exists(workdir)
+
+
+def test_keep_workdir_and_an_existing_cwd_are_kept(server, tmp_path):
+    kept = server.call("session/create", {"keepWorkdir": True}, timeout=30)
+    given = server.call("session/create", {"cwd": str(tmp_path)}, timeout=30)
+    assert given["workdir"] == str(tmp_path)
+    for created in (kept, given):
+        server.call("session/close", {"session": created["session"]})
+        assert os.path.isdir(created["workdir"])
+    os.rmdir(kept["workdir"])
+
+
+def test_files_round_trip_while_a_cell_runs(server):
+    sid = server.create()
+    rid = server.start(sid, "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists('go'): time.sleep(0.01)\n"
+                            "open('go').read()")
+    assert server.call("session/writeFile", {"session": sid, "path": "go", "text": "héllo"}) == {"path": "go", "size": 6}
+    assert server.reply(rid, 20)["result"]["value"]["repr"] == "'héllo'"
+    raw = bytes(range(256))
+    server.call("session/writeFile", {"session": sid, "path": "sub/dir/raw.bin",
+                                      "base64": base64.b64encode(raw).decode(), "mode": 0o600})
+    got = server.call("session/readFile", {"session": sid, "path": "sub/dir/raw.bin"})
+    assert got["text"] is None and base64.b64decode(got["base64"]) == raw and got["truncated"] is False
+    assert server.eval(sid, "oct(os.stat('sub/dir/raw.bin').st_mode & 0o777)")["value"]["repr"] == "'0o600'"
+    part = server.call("session/readFile", {"session": sid, "path": "go", "maxBytes": 1})
+    assert (part["text"], part["size"], part["truncated"]) == ("h", 6, True)
+    entries = server.call("session/listFiles", {"session": sid})["entries"]
+    assert [(e["path"], e["kind"]) for e in entries] == [("go", "file"), ("sub", "dir")]
+    deeper = server.call("session/listFiles", {"session": sid, "path": "sub/dir"})["entries"]
+    assert [(e["path"], e["size"]) for e in deeper] == [("sub/dir/raw.bin", 256)]
+
+
+@pytest.mark.parametrize("path, why", [
+    ("../escape", "'..'"),
+    ("/etc/passwd", "absolute"),
+    ("out/passwd", "outside the work directory"),
+    ("", "empty"),
+])
+def test_paths_outside_the_work_directory_are_refused(server, path, why):
+    sid = server.create()
+    server.eval(sid, "import os; os.symlink('/etc', 'out')")
+    for method, extra in (("session/readFile", {}), ("session/writeFile", {"text": "x"})):
+        with pytest.raises(RpcError) as info:
+            server.call(method, {"session": sid, "path": path, **extra})
+        assert info.value.code == -32602 and why in info.value.error["data"], info.value.error
+    assert server.eval(sid, "os.path.exists('/etc/passwd')")["value"]["repr"] == "True"  # untouched
+
+
+def test_bad_requests_get_clear_errors(server):
+    sid = server.create()
+    with pytest.raises(RpcError) as info:
+        server.call("session/writeFile", {"session": sid, "path": "a", "text": "x", "base64": "eA=="})
+    assert info.value.code == -32602 and "exactly one" in info.value.error["data"]
+    with pytest.raises(RpcError) as info:
+        server.call("session/writeFile", {"session": sid, "path": "a", "base64": "not base64!"})
+    assert info.value.code == -32602
+    with pytest.raises(RpcError) as info:
+        server.call("session/readFile", {"session": sid, "path": "missing"})
+    assert info.value.code == -32602 and "No such file" in info.value.error["data"]
+    with pytest.raises(RpcError) as info:
+        server.call("session/listFiles", {"session": "nope"})
+    assert info.value.code == -32010
