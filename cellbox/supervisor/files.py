@@ -57,8 +57,19 @@ def write(root: str, p: m.WriteFileParams) -> m.WriteFileResult:
     try:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         resolve(root, p.path)  # the directories made must not have let it out
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644 if p.mode is None else p.mode)
         try:
+            if not stat.S_ISREG(os.lstat(full).st_mode):
+                raise errors.InvalidParams(data=f"{p.path!r} exists and is not a regular file")
+        except FileNotFoundError:
+            pass
+        # O_NONBLOCK: a FIFO a cell puts there meanwhile must not block the server either.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(full, flags, 0o644 if p.mode is None else p.mode)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise errors.InvalidParams(data=f"{p.path!r} exists and is not a regular file")
+            os.set_blocking(fd, True)
+            os.ftruncate(fd, 0)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -75,11 +86,12 @@ def read(root: str, p: m.ReadFileParams) -> m.ReadFileResult:
     full = resolve(root, p.path)
     limit = min(p.max_bytes or DEFAULT_READ, READ_CAP)
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise errors.InvalidParams(data=f"{p.path!r} is not a regular file")
+            os.set_blocking(fd, True)
             chunks, left = [], limit
             while left:
                 chunk = os.read(fd, min(left, 1 << 20))

@@ -83,3 +83,15 @@ def test_bad_requests_get_clear_errors(server):
     with pytest.raises(RpcError) as info:
         server.call("session/listFiles", {"session": "nope"})
     assert info.value.code == -32010
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_never_blocks_the_server(server):
+    sid = server.create()
+    server.eval(sid, "import os; os.mkfifo('pipe')")
+    for method, extra in (("session/readFile", {}), ("session/writeFile", {"text": "x"})):
+        with pytest.raises(RpcError) as info:
+            server.call(method, {"session": sid, "path": "pipe", **extra})
+        assert info.value.code == -32602 and "not a regular file" in info.value.error["data"]
+    kinds = {e["path"]: e["kind"] for e in server.call("session/listFiles", {"session": sid})["entries"]}
+    assert kinds == {"pipe": "other"}
