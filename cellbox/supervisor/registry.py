@@ -61,22 +61,21 @@ class Registry:
         self.tg: Any = None  # the server's task group, set when it serves
         self.stopping = False  # set by the server when it begins to exit
         self._counted: set[str] = set()  # sessions counted in ``stats.created``
+        self._names: dict[str, Session] = {}  # the open sessions that have a name
 
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
 
-    def session(self, sid: str) -> Session:
-        """The open session ``sid``; raises ``SessionNotFound``."""
-        session = self.sessions.get(sid)
+    def session(self, key: str) -> Session:
+        """The open session whose id, or else whose name, is ``key``; raises ``SessionNotFound``."""
+        session = self.sessions.get(key) or self._names.get(key)
         if session is None or session.closed:
-            raise errors.SessionNotFound(data=f"no session {sid!r}")
+            raise errors.SessionNotFound(data=f"no session {key!r}")
         return session
 
     def by_name(self, name: str) -> Session | None:
-        for session in self.open_sessions():
-            if session.name == name:
-                return session
-        return None
+        session = self._names.get(name)
+        return session if session is not None and not session.closed else None
 
     def find_eval(self, request_id: Any) -> tuple[Session, mc.Eval] | None:
         """The session and eval of a ``session/eval`` request still unanswered."""
@@ -122,6 +121,8 @@ class Registry:
         o = self.options
         if len(self.open_sessions()) >= o.max_sessions:
             raise errors.SessionLimit(data=f"--max-sessions is {o.max_sessions}")
+        if params.name is not None and params.name in self._names:
+            raise errors.InvalidParams(data=f"a session named {params.name!r} exists")
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
         workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-")
@@ -148,6 +149,8 @@ class Registry:
         session.workdir = workdir
         session.owns_workdir = params.cwd is None and not params.keep_workdir
         self.sessions[sid] = session  # listed from now on
+        if params.name is not None:
+            self._names[params.name] = session
         try:
             try:
                 await session.start()
@@ -168,6 +171,8 @@ class Registry:
         if session.id not in self.sessions:
             return
         del self.sessions[session.id]
+        if session.name is not None and self._names.get(session.name) is session:
+            del self._names[session.name]
         if session.id in self._counted:  # a session that never started is counted in neither
             self._counted.discard(session.id)
             self.stats.closed += 1

@@ -196,3 +196,23 @@ def test_stdin_eof_exits_zero_with_work_running(make_server):
     s.start(sid, "print('ready', flush=True)\nwhile True: pass")
     assert s.close() == 0
     s.assert_no_leftovers()
+
+
+def test_a_session_is_addressed_by_its_name_as_well_as_its_id(server):
+    sid = server.create(name="analysis")
+    assert server.eval("analysis", "x = 6")["status"] == "ok"
+    assert server.eval(sid, "x * 7")["value"]["repr"] == "42"
+    rid = server.start("analysis", "import time\nprint('ready', flush=True)\ntime.sleep(30)")
+    assert server.call("session/interrupt", {"session": "analysis"}) == {"interrupted": True}
+    assert server.reply(rid)["result"]["status"] == "interrupted"
+    server.call("session/writeFile", {"session": "analysis", "path": "f", "text": "by name"})
+    assert server.eval(sid, "open('f').read()")["value"]["repr"] == "'by name'"
+    with pytest.raises(RpcError) as info:
+        server.create(name="analysis")
+    assert info.value.code == -32602 and "analysis" in info.value.error["data"]
+    server.call("session/close", {"session": "analysis"})
+    with pytest.raises(RpcError) as info:
+        server.eval("analysis", "x")
+    assert info.value.code == -32010
+    again = server.create(name="analysis")  # the name is free again
+    assert again != sid and server.eval("analysis", "'x' in globals()")["value"]["repr"] == "False"
