@@ -37,6 +37,32 @@ def _schema(tp: Any) -> dict[str, Any]:
     return out
 
 
+def _input_schema(tp: Any) -> dict[str, Any]:
+    """A tool's input schema in the form every agent framework reads: each optional input is
+    ``nullable: true`` (smolagents treats only those as optional), and ``X | None`` is ``X``
+    with ``nullable`` instead of an ``anyOf`` (which some frameworks turn into a string)."""
+    out = _schema(tp)
+    required = set(out.get("required", ()))
+    for key, prop in out["properties"].items():
+        if key in required:
+            continue
+        options = prop.get("anyOf")
+        if options and len(options) == 2 and {"type": "null"} in options:
+            (kept,) = [o for o in options if o != {"type": "null"}]
+            prop = {**kept, **{k: v for k, v in prop.items() if k != "anyOf"}}
+        out["properties"][key] = {**prop, "nullable": True}
+    return out
+
+
+def _eval_output_schema() -> dict[str, Any]:
+    out = _schema(m.EvalResult)
+    out["properties"] = {**out["properties"], "summary": {
+        "type": "string",
+        "description": "What the text content says: output, value, traceback and whether the variables survived.",
+    }}
+    return out
+
+
 TOOLS: list[dict[str, Any]] = [
     {
         "name": "python",
@@ -49,14 +75,14 @@ TOOLS: list[dict[str, Any]] = [
             "runs in the session's work directory: files written there with `write_file` can be "
             "opened by relative path, and files it writes there can be read with `read_file`."
         ),
-        "inputSchema": _schema(m.PythonToolArgs),
-        "outputSchema": _schema(m.EvalResult),
+        "inputSchema": _input_schema(m.PythonToolArgs),
+        "outputSchema": _eval_output_schema(),
     },
     {
         "name": "python_reset",
         "title": "Reset a Python session",
         "description": "Start the named session afresh: an empty namespace.",
-        "inputSchema": _schema(m.SessionToolArgs),
+        "inputSchema": _input_schema(m.SessionToolArgs),
     },
     {
         "name": "python_sessions",
@@ -70,7 +96,7 @@ TOOLS: list[dict[str, Any]] = [
         "title": "Write a file for Python",
         "description": ("Write a file into the session's work directory (the code's current directory), "
                         "as `text` or `base64`; `path` is relative to it. Parent directories are made."),
-        "inputSchema": _schema(m.WriteFileToolArgs),
+        "inputSchema": _input_schema(m.WriteFileToolArgs),
         "outputSchema": _schema(m.WriteFileResult),
     },
     {
@@ -78,7 +104,7 @@ TOOLS: list[dict[str, Any]] = [
         "title": "Read a file Python wrote",
         "description": ("Read a file from the session's work directory; `path` is relative to it. Text "
                         "comes back as text, other bytes as base64; `maxBytes` (default 1 MiB) bounds it."),
-        "inputSchema": _schema(m.ReadFileToolArgs),
+        "inputSchema": _input_schema(m.ReadFileToolArgs),
         "outputSchema": _schema(m.ReadFileResult),
     },
 ]
@@ -88,9 +114,9 @@ _decoders = {
 }
 
 
-def render_text(result: m.EvalResult) -> str:
+def render_text(result: m.EvalResult, placeholder: str = "(no output)") -> str:
     """The eval result as a person reads it: output, displays without an image (their
-    ``text/plain``), value, traceback, status."""
+    ``text/plain``), value, traceback, status; ``placeholder`` if there is none of these."""
     parts: list[str] = []
     if result.stdout:
         parts.append(result.stdout.rstrip("\n"))
@@ -106,7 +132,7 @@ def render_text(result: m.EvalResult) -> str:
         parts.append(result.error.traceback.rstrip("\n") or f"{result.error.type}: {result.error.message}")
     if result.status != "ok":
         parts.append(_status_line(result))
-    return "\n".join(parts) if parts else "(no output)"
+    return "\n".join(parts) if parts else placeholder
 
 
 def _status_line(result: m.EvalResult) -> str:
@@ -202,17 +228,18 @@ class McpFace:
             raise
         result = pe.result
         assert result is not None
-        content: list[dict[str, Any]] = [_text(render_text(result))]
+        images = []
         for display in result.displays or []:
-            for mime in IMAGE_MIMES:
-                if mime in display.data:
-                    content.append({"type": "image", "data": display.data[mime], "mimeType": mime})
-                    break
-        return {
-            "content": content,
-            "structuredContent": msgspec.to_builtins(result),
-            "isError": result.status != "ok",
-        }
+            mime = next((x for x in IMAGE_MIMES if x in display.data), None)
+            if mime is not None:
+                images.append({"type": "image", "data": display.data[mime], "mimeType": mime})
+        text = render_text(result, placeholder="" if images else "(no output)")
+        # No placeholder beside an image, and images first when there is no text: some
+        # frameworks keep only the first content item.
+        content = ([_text(text)] if text else []) + images
+        structured = msgspec.to_builtins(result)
+        structured["summary"] = render_text(result)  # for frameworks that show only this
+        return {"content": content, "structuredContent": structured, "isError": result.status != "ok"}
 
 
 class _Progress:
@@ -242,7 +269,8 @@ def _text(text: str) -> dict[str, Any]:
 
 
 def _convert(args: dict[str, Any], tp: type) -> Any:
+    """The tool's arguments; an optional input given as null takes its default."""
     try:
-        return msgspec.convert(args, tp)
+        return msgspec.convert({k: v for k, v in args.items() if v is not None}, tp)
     except msgspec.ValidationError as exc:
         raise errors.InvalidParams(data=str(exc)) from None

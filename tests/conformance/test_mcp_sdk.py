@@ -99,6 +99,24 @@ async def test_initialize_ping_and_tools(tag):
         assert attr(python, "outputSchema") is not None and attr(python, "outputSchema")["type"] == "object"
 
 
+async def test_optional_inputs_are_nullable_and_images_come_without_a_placeholder(tag):
+    """What agent frameworks need: optional inputs marked ``nullable`` (and given as null),
+    a numeric timeout that stays a number, and an image-only result whose first item is the
+    image (some frameworks keep only the first item)."""
+    async with mcp_session(tag) as session:
+        await session.initialize()
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+        props = attr(tools["python"], "inputSchema")["properties"]
+        assert props["timeout"] == {"type": "number", "minimum": 0, "default": None, "nullable": True}
+        assert props["session"]["nullable"] is True and "nullable" not in props["code"]
+        ran = await session.call_tool("python", {"code": "6 * 7", "session": None, "timeout": None})
+        assert text_of(ran) == "42"
+        png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+        shown = await session.call_tool("python", {"code": f"display({{'image/png': {png!r}}}, raw=True)"})
+        kinds = [item.type for item in shown.content]
+        assert kinds == ["image"], kinds
+
+
 async def test_files_go_in_and_out_of_the_work_directory(tag):
     async with mcp_session(tag) as session:
         await session.initialize()
@@ -274,3 +292,5 @@ async def test_python_text_ends_with_the_outcome_line(tag, code, args, status, l
         text = text_of(result)
         assert text.splitlines()[-1] == line, text
         assert text.count("[cellbox:") == 1
+        # Frameworks that hand the model structuredContent instead of the text see it too.
+        assert attr(result, "structuredContent")["summary"] == text
