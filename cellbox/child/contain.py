@@ -22,7 +22,7 @@ import ctypes
 import os
 import select
 import signal
-import sys
+from typing import Any
 
 from cellbox.protocol.channel import STATUS
 
@@ -42,9 +42,21 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def enter(supervisor: int) -> int | None:
+def enter(supervisor: int, strict: Any = None) -> int | None:
     """In the zygote's intermediate process: a pidfd of ``supervisor``, then new PID and
-    mount namespaces for the next fork. None if that fails (the child is then not contained)."""
+    mount namespaces for the next fork. None if that fails (the child is then not contained).
+    ``strict`` (a ``channel.Strict``): also the strict layers' ids and namespaces; their
+    failure raises ``OSError``."""
+    if strict is not None:
+        from cellbox.child import strict as layers
+
+        pidfd = os.pidfd_open(supervisor)
+        try:
+            layers.become_unprivileged(strict.uid, strict.gid, strict.network)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        return pidfd
     try:
         pidfd = os.pidfd_open(supervisor)
     except OSError:
@@ -67,16 +79,22 @@ def join(cgroup: list[str]) -> None:
             os.write(2, f"cellbox: could not join {path}: {exc}\n".encode())
 
 
-def become_init(pidfd: int, status_fd: int, keep: list[int], cgroup: list[str]) -> None:
+def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None) -> None:
     """In pid 1 of the new namespace: set up, fork the session child and return in it; the
-    init itself never returns. ``keep`` are the descriptors the child needs (init closes its
-    own copies of them); ``cgroup``: see ``join``."""
-    join(cgroup)
+    init itself never returns. ``keep`` are the descriptors the child needs (stdin, stdout,
+    stderr, channel: init closes its own copies of them); ``strict``: see ``enter``."""
     libc = _libc()
+    libc.prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME, first: it is not the zygote
     try:
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
         _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
+        if strict is not None:
+            from cellbox.child import strict as layers
+
+            layers.build_view(strict.workdir, strict.network)
     except OSError as exc:
+        if strict is not None:  # never weaker than asked: the child's stderr says why
+            _fail(keep[2], f"strict isolation: {exc}")
         os.write(2, f"cellbox: containment: {exc}\n".encode())
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -88,11 +106,25 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], cgroup: list[str]) 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in (pidfd, status_fd, wake_r, wake_w):
             os.close(fd)
+        if strict is not None:
+            from cellbox.child import strict as layers
+
+            try:
+                layers.lock_down(strict.workdir)
+            except OSError as exc:
+                _fail(keep[2], f"strict isolation: {exc}")
         return
     for fd in keep:
         os.close(fd)
-    ctypes.CDLL(None).prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME
     _wait(child, pidfd, status_fd, wake_r)
+
+
+def _fail(stderr: int, text: str) -> None:
+    """End this process, saying why on the session child's stderr (the supervisor shows it)."""
+    try:
+        os.write(stderr, (text + "\n").encode())
+    finally:
+        os._exit(1)
 
 
 def _wait(child: int, pidfd: int, status_fd: int, wake_r: int) -> None:

@@ -144,6 +144,8 @@ class SessionCreateParams(Params):
     name: str | None = None
     cwd: str | None = None  #: an existing directory (kept); default: a fresh one, removed on close
     keep_workdir: bool = False  #: keep the fresh work directory after close
+    isolation: Literal["process", "strict"] | None = None  #: None: the server's ``--isolation``
+    network: bool = False  #: a strict session keeps the host's network
     env: dict[str, str] | None = None
     limits: Limits | None = None
     detection: DetectionPolicy | None = None

@@ -43,7 +43,9 @@ def resolve(root: str, path: str, *, allow_root: bool = False) -> str:
     return full
 
 
-def write(root: str, p: m.WriteFileParams) -> m.WriteFileResult:
+def write(root: str, p: m.WriteFileParams, owner: tuple[int, int] | None = None) -> m.WriteFileResult:
+    """Write the file; ``owner`` (uid, gid): a strict session's ids, which the file and the
+    directories made for it get, so that the session can change them."""
     if (p.text is None) == (p.base64 is None):
         raise errors.InvalidParams(data="give exactly one of text and base64")
     if p.text is not None:
@@ -55,8 +57,12 @@ def write(root: str, p: m.WriteFileParams) -> m.WriteFileResult:
             raise errors.InvalidParams(data=f"base64: {exc}") from None
     full = resolve(root, p.path)
     try:
+        made = _missing_dirs(os.path.dirname(full))
         os.makedirs(os.path.dirname(full), exist_ok=True)
         resolve(root, p.path)  # the directories made must not have let it out
+        if owner is not None:
+            for directory in made:
+                os.chown(directory, *owner, follow_symlinks=False)
         try:
             if not stat.S_ISREG(os.lstat(full).st_mode):
                 raise errors.InvalidParams(data=f"{p.path!r} exists and is not a regular file")
@@ -75,11 +81,22 @@ def write(root: str, p: m.WriteFileParams) -> m.WriteFileResult:
                 view = view[os.write(fd, view):]
             if p.mode is not None:
                 os.fchmod(fd, p.mode)
+            if owner is not None:
+                os.fchown(fd, *owner)
         finally:
             os.close(fd)
     except OSError as exc:
         raise errors.InvalidParams(data=f"cannot write {p.path!r}: {exc.strerror}") from None
     return m.WriteFileResult(path=p.path, size=len(data))
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories ``os.makedirs(path)`` would make, outermost first."""
+    out = []
+    while path and not os.path.exists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out[::-1]
 
 
 def read(root: str, p: m.ReadFileParams) -> m.ReadFileResult:

@@ -189,7 +189,7 @@ class McpFace:
             w = _convert(args, m.WriteFileToolArgs)
             session = await self._session(w.session)
             wrote = files.write(session.workdir, m.WriteFileParams(session=session.id, path=w.path, text=w.text,
-                                                                   base64=w.base64))
+                                                                   base64=w.base64), session.file_owner)
             return {"content": [_text(f"wrote {wrote.size} bytes to {wrote.path}")],
                     "structuredContent": msgspec.to_builtins(wrote), "isError": False}
         r = _convert(args, m.ReadFileToolArgs)

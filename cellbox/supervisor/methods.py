@@ -108,7 +108,8 @@ class Methods:
         return m.SessionCreateResult(session=session.id, pid=child.pid, python=child.python, workdir=session.workdir)
 
     async def session_write_file(self, params: m.WriteFileParams, req: Any) -> m.WriteFileResult:
-        return files.write(self.registry.session(params.session).workdir, params)
+        session = self.registry.session(params.session)
+        return files.write(session.workdir, params, session.file_owner)
 
     async def session_read_file(self, params: m.ReadFileParams, req: Any) -> m.ReadFileResult:
         return files.read(self.registry.session(params.session).workdir, params)

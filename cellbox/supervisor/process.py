@@ -317,3 +317,50 @@ def containment_unavailable() -> str | None:
     if not caps & (1 << CAP_SYS_ADMIN):
         return "not root (creating a PID namespace needs CAP_SYS_ADMIN)"
     return None
+
+
+def strict_missing(zygote: bool) -> list[str]:
+    """The layers ``isolation: "strict"`` needs that this host (or server) lacks, each with
+    why; empty when strict sessions can be made."""
+    missing = []
+    why = containment_unavailable()
+    if why is not None:
+        missing.append(f"pidns ({why})")
+    if not zygote:
+        missing.append("zygote (--no-zygote was given)")
+    for path, want, what in (("/proc/sys/user/max_user_namespaces", "0", "userns (user.max_user_namespaces is 0)"),
+                             ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+                              "userns (kernel.unprivileged_userns_clone is 0)")):
+        try:
+            with open(path) as f:
+                if f.read().strip() == want:
+                    missing.append(what)
+        except OSError:
+            pass
+    if os.uname().machine != "x86_64":
+        missing.append(f"seccomp (no filter table for {os.uname().machine})")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        if libc.syscall(444, None, 0, 1) < 1:  # landlock_create_ruleset: ABI version
+            missing.append("landlock (not enabled in this kernel)")
+    except (OSError, AttributeError):
+        missing.append("landlock (cannot ask the kernel)")
+    blocked = _unreadable_for_others([sys.base_prefix, BOOT_PATH])
+    if blocked:
+        missing.append(f"a Python an unprivileged user can read ({blocked} is not world-readable)")
+    return missing
+
+
+def _unreadable_for_others(paths: list[str]) -> str | None:
+    """The first directory on the way to one of ``paths`` that other users cannot enter."""
+    for path in paths:
+        current = "/"
+        for part in os.path.abspath(path).split("/")[1:]:
+            current = os.path.join(current, part)
+            try:
+                if not os.stat(current).st_mode & 0o001:
+                    return current
+            except OSError:
+                return current
+    return None

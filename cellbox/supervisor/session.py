@@ -47,6 +47,7 @@ class Settings:
     ast_cache_size: int | None
     cwd: str | None
     env: dict[str, str] | None
+    strict: ch.Strict | None = None  # a strict session's confinement
 
 
 class Outlet(Protocol):
@@ -58,7 +59,8 @@ class Outlet(Protocol):
 
 
 class Starter(Protocol):
-    async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child: ...
+    async def start(self, configure: ch.Configure, env: dict[str, str] | None,
+                    strict: ch.Strict | None = None) -> Child: ...
 
 
 class _Listener:
@@ -128,6 +130,12 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.machine.closed is not None
+
+    @property
+    def file_owner(self) -> tuple[int, int] | None:
+        """The ids a file put in its work directory gets (a strict session's own), if any."""
+        strict = self.settings.strict
+        return (strict.uid, strict.gid) if strict is not None else None
 
     @property
     def child(self) -> Child | None:
@@ -270,7 +278,7 @@ class Session:
             session=self.id, detection=s.detection, ast_cache_size=s.ast_cache_size, limits=s.limits, cwd=s.cwd
         )
         try:
-            child = await self._starter.start(configure, s.env)
+            child = await self._starter.start(configure, s.env, s.strict)
         except SessionStartFailed as exc:
             self._start_errors[gen] = str(exc.data)
             self.machine.child_start_failed(gen, str(exc.data), self._loop.time())

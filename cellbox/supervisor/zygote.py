@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from cellbox.protocol import channel as ch
+from cellbox.protocol.errors import SessionStartFailed
 from cellbox.supervisor.process import Started, boot_code, spawn_python
 
 log = logging.getLogger("cellbox.supervisor")
@@ -137,7 +138,7 @@ class Zygote:
         return proc
 
     async def fork(self, env: dict[str, str], *, fresh: bool = False,
-                   cgroup: list[str] | None = None) -> Started | None:
+                   cgroup: list[str] | None = None, strict: ch.Strict | None = None) -> Started | None:
         """A new child forked from the zygote (in a PID namespace of its own if ``contain``
         and the zygote can), or None if no zygote can serve now (the caller then spawns a
         fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
@@ -157,7 +158,7 @@ class Zygote:
                 return None
             try:
                 with anyio.fail_after(FORK_TIMEOUT):
-                    return await self._fork(proc, env, fresh, cgroup or [])
+                    return await self._fork(proc, env, fresh, cgroup or [], strict)
             except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
                 if not proc.failed:
                     why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
@@ -165,7 +166,8 @@ class Zygote:
                     self._fail(proc)
                 return None
 
-    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool, cgroup: list[str]) -> Started:
+    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool, cgroup: list[str],
+                    strict: ch.Strict | None) -> Started:
         sup_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -174,7 +176,7 @@ class Zygote:
         theirs = [devnull, out_w, err_w, child_sock.fileno(), status_w]
         try:
             argv = [sys.executable, "-c", boot_code("cellbox.child.main")] if fresh else None
-            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv, cgroup=cgroup))
+            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv, cgroup=cgroup, strict=strict))
             await anyio.wait_writable(proc.sock)
             proc.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
             reply = await self._receive(proc)
@@ -191,6 +193,8 @@ class Zygote:
             for fd in (out_r, err_r, status_r):
                 os.close(fd)
             sup_sock.close()
+            if reply.error is not None:  # the zygote is fine; this child cannot be made
+                raise SessionStartFailed(data=reply.error)
             raise OSError("the zygote could not fork")
         self.forks += 1
         if not reply.contained:
