@@ -87,5 +87,7 @@ def main(as_json: bool = False) -> int:
                                   if contained else
                                   "not contained by the kernel: closing a session kills its process group and "
                                   "the descendants that keep its marker; a daemon that leaves both can survive."))
-    print("isolation: \"strict\" (user, network and mount namespaces, seccomp) is not available in this version.")
+    missing = process.strict_missing(zygote=True)
+    print('isolation: "strict" (user, network and mount namespaces, Landlock, seccomp): '
+          + ("available." if not missing else "unavailable: needs " + "; ".join(missing) + "."))
     return 0
