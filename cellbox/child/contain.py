@@ -22,6 +22,7 @@ import ctypes
 import os
 import select
 import signal
+import struct
 from typing import Any
 
 from cellbox.protocol.channel import STATUS
@@ -88,6 +89,9 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
     try:
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
         _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
+        if os.path.isdir("/sys/fs/cgroup"):  # its cgroups are not its to leave or change
+            _check(libc.mount(b"tmpfs", b"/sys/fs/cgroup", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=555"),
+                   "hiding /sys/fs/cgroup")
         if strict is not None:
             from cellbox.child import strict as layers
 
@@ -106,17 +110,45 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in (pidfd, status_fd, wake_r, wake_w):
             os.close(fd)
-        if strict is not None:
-            from cellbox.child import strict as layers
+        try:
+            if strict is not None:
+                from cellbox.child import strict as layers
 
-            try:
                 layers.lock_down(strict.workdir)
-            except OSError as exc:
-                _fail(keep[2], f"strict isolation: {exc}")
+            else:
+                drop_capabilities(ESCAPES)
+        except OSError as exc:
+            _fail(keep[2], f"{'strict isolation' if strict else 'containment'}: {exc}")
         return
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: its /proc/1/* are out of the session's reach
     for fd in keep:
         os.close(fd)
     _wait(child, pidfd, status_fd, wake_r)
+
+
+#: Capabilities a contained root child gives up for good (bounding set too): they would let it
+#: leave its namespaces (unmount its /proc, mount cgroupfs), trace init or load modules.
+ESCAPES = (16, 17, 19, 21, 22, 32, 33, 38, 39)  # SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_ADMIN,
+# SYS_BOOT, MAC_OVERRIDE, MAC_ADMIN, PERFMON, BPF
+
+
+def drop_capabilities(caps: tuple[int, ...]) -> None:
+    """Remove ``caps`` from this process's bounding, effective, permitted and inheritable sets."""
+    libc = _libc()
+    for cap in caps:
+        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # PR_CAPBSET_DROP; EINVAL: unknown
+            _check(-1, f"dropping capability {cap}")
+    header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0), 8)  # version 3
+    data = ctypes.create_string_buffer(24)
+    _check(libc.capget(header, data), "capget")
+    words = list(struct.unpack("<6I", data.raw))  # (effective, permitted, inheritable) x 2
+    mask = [0, 0]
+    for cap in caps:
+        mask[cap // 32] |= 1 << (cap % 32)
+    for i in range(6):
+        words[i] &= ~mask[i // 3] & 0xFFFFFFFF
+    data = ctypes.create_string_buffer(struct.pack("<6I", *words), 24)
+    _check(libc.capset(header, data), "capset")
 
 
 def _fail(stderr: int, text: str) -> None:

@@ -342,7 +342,7 @@ class WriteFileParams(Params):
     path: str
     text: str | None = None
     base64: str | None = None
-    mode: NonNegInt | None = None
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] | None = None
 
 
 class WriteFileResult(Result):
@@ -378,6 +378,7 @@ class FileEntry(Result):
 
 class ListFilesResult(Result):
     entries: list[FileEntry]
+    truncated: bool = False  #: more entries than one listing holds (10,000)
 
 
 #: method name -> (params type, result type). The dispatcher decodes params with these; the

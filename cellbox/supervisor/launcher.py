@@ -90,11 +90,14 @@ class Launcher:
         group = self.cgroups.create() if self.cgroups is not None else None
         forked = None
         if zygote is not None and (fork or zygote.contain or strict):  # a fresh one too, in a namespace
-            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None, strict=strict)
-        if forked is None and strict is not None:
+            # A contained child is never started uncontained: wait for a replacement zygote.
+            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None, strict=strict,
+                                       wait=zygote.contain or strict is not None)
+        if forked is None and (strict is not None or (zygote is not None and zygote.contain and zygote.enabled)):
             if group is not None:
                 group.remove()
-            raise SessionStartFailed(data="strict isolation: the zygote is not running")
+            what = "strict isolation" if strict is not None else "containment"
+            raise SessionStartFailed(data=f"{what}: no zygote could fork the child")
         if forked is None:
             forked = _spawn_fresh(env)
             if group is not None:
@@ -127,7 +130,9 @@ class Launcher:
         if child.cgroup is not None and configure.limits is not None:
             lim = configure.limits
             try:
-                child.cgroup.apply(lim.memory_mb, lim.processes, lim.cpu_percent)
+                # A contained child's init is in its group too, and not the session's to count.
+                extra = 1 if child.init is not None else 0
+                child.cgroup.apply(lim.memory_mb, lim.processes and lim.processes + extra, lim.cpu_percent)
             except (OSError, ValueError) as exc:
                 child.kill()
                 raise SessionStartFailed(data=f"the session's limits cannot be set: {exc}") from None

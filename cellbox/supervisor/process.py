@@ -119,16 +119,39 @@ class Sentinel:
             pass  # already reaped by the supervisor's reaper
 
 
+def workdir_prefix(server: int | None = None) -> str:
+    """The name prefix of the fresh work directories of the server ``server`` (default: this one)."""
+    return f"cellbox-{server or os.getpid()}-"
+
+
+def remove_workdirs(server: int) -> None:
+    """Remove the fresh work directories a dead server ``server`` left."""
+    import shutil
+    import tempfile
+
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(workdir_prefix(server))]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def start_sentinel() -> Sentinel:
     """Fork a process that outlives this one to kill whatever it leaves behind.
 
     ``PR_SET_PDEATHSIG`` kills a child when the supervisor dies, even by SIGKILL, but not the
     child's own descendants. The sentinel holds the read end of a pipe whose write end only the
     supervisor keeps; when the supervisor dies, the read returns end-of-file and the sentinel
-    kills every process whose environment carries this server's marker. Call it once, early,
+    kills every process whose environment carries this server's marker, then removes the
+    server's cgroups and fresh work directories. Call it once, early,
     while the process is single-threaded. It also sets the marker in ``os.environ``.
     """
-    marker = f"{os.getpid()}-{os.urandom(6).hex()}"
+    server = os.getpid()
+    marker = f"{server}-{os.urandom(6).hex()}"
     os.environ[SERVER_MARKER] = marker
     r, w = os.pipe()
     pid = os.fork()
@@ -161,6 +184,11 @@ def start_sentinel() -> Sentinel:
                 _signal(p, signal.SIGSTOP)
             for p in found:
                 _signal(p, signal.SIGKILL)
+        # What the server would have removed at its exit: its cgroups and work directories.
+        from cellbox.supervisor import cgroups
+
+        cgroups.remove_server_groups(server)
+        remove_workdirs(server)
     finally:
         os._exit(0)
 

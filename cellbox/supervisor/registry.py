@@ -24,6 +24,7 @@ import msgspec
 from cellbox.protocol import channel as ch
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from cellbox.supervisor import files
 from cellbox.supervisor import machine as mc
 from cellbox.supervisor import process
 from cellbox.supervisor.session import Outlet, Session, Settings, Starter
@@ -50,6 +51,27 @@ class ServeOptions:
 
 #: The unprivileged uids (and gids) of strict sessions start here: ids no account uses.
 STRICT_IDS = 1_000_000
+
+
+def _release_workdir(session: Session) -> None:
+    """Close the session's descriptor of its work directory, removing the directory first if
+    it was made for it: where it is now (a cell may have renamed it), and a symlink a cell
+    put at its old path."""
+    fd, session.workdir_fd = session.workdir_fd, -1
+    if fd < 0:
+        return
+    try:
+        if session.owns_workdir:
+            if os.path.islink(session.workdir):
+                os.unlink(session.workdir)
+            try:
+                now = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                now = session.workdir
+            if not now.endswith(" (deleted)"):
+                shutil.rmtree(now, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 def request_key(request_id: Any) -> Any:
@@ -147,7 +169,9 @@ class Registry:
                 raise errors.SessionStartFailed(data=f"strict isolation needs: {'; '.join(missing)}")
             self._strict_ids += 1
             uid = STRICT_IDS + ((os.getpid() % 4096) << 12) + self._strict_ids % 4096
-        workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-")
+        # A fresh one is named after this server, so that its sentinel can remove it if the
+        # server dies before it could (a kept one is not).
+        workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-" if params.keep_workdir else process.workdir_prefix())
         if (params.isolation or o.isolation) == "strict":
             if params.cwd is None:
                 os.chown(workdir, uid, uid)  # the session's own: its files are its uid's
@@ -174,6 +198,7 @@ class Registry:
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
         session.workdir = workdir
+        session.workdir_fd = files.open_root(workdir)
         session.owns_workdir = params.cwd is None and not params.keep_workdir
         self.sessions[sid] = session  # listed from now on
         if params.name is not None:
@@ -204,9 +229,8 @@ class Registry:
             self._counted.discard(session.id)
             self.stats.closed += 1
         await session.close(cause)
-        if session.owns_workdir:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(shutil.rmtree, session.workdir, True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_release_workdir, session)
 
     async def close_all(self) -> None:
         async with anyio.create_task_group() as tg:

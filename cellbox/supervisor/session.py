@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -112,6 +113,7 @@ class Session:
         )
         self.children: dict[int, Child] = {}
         self.workdir = settings.cwd or ""  # its child's cwd, where session/*File work
+        self.workdir_fd = -1  # a descriptor of it, held while the session is open
         self.owns_workdir = False  # made for it: removed when it closes
         self._starter = starter
         self._outlet = outlet
@@ -130,6 +132,15 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.machine.closed is not None
+
+    async def in_workdir(self, fn: Any, *args: Any) -> Any:
+        """``fn(workdir_fd, *args)`` in a worker thread, on a descriptor of its own (so a
+        close meanwhile cannot hand it a reused number)."""
+        fd = os.dup(self.workdir_fd)
+        try:
+            return await anyio.to_thread.run_sync(fn, fd, *args)
+        finally:
+            os.close(fd)
 
     @property
     def file_owner(self) -> tuple[int, int] | None:

@@ -221,3 +221,44 @@ def test_garbage_on_the_private_channel_is_an_honest_kill(arena):
     assert r["status"] == "killed" and r["stateLost"], r
     assert arena.eval(sid, "1 + 1")["value"]["repr"] == "2"
     arena.unharmed()
+
+
+@needs_pidns
+def test_a_contained_root_cell_cannot_leave_its_namespace_or_cgroups(make_server):
+    server = make_server("--kill-grace", "0.5")
+    sid = server.create(limits={"processes": 10})
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+            "out['umount /proc'] = (libc.umount2(b'/proc', 2), ctypes.get_errno())\n"
+            "out['cgroup files'] = os.listdir('/sys/fs/cgroup')\n"
+            "out['mount cgroupfs'] = (libc.mount(b'cgroup', b'/mnt', b'cgroup', 0, b'pids'), ctypes.get_errno())\n"
+            "opened = set()\nfor n in os.listdir('/proc/1/fd'):\n    try:\n"
+            "        os.close(os.open(f'/proc/1/fd/{n}', os.O_WRONLY)); opened.add('opened')\n"
+            "    except OSError as e:\n        opened.add(type(e).__name__)\nout['init fds'] = sorted(opened)\n"
+            "out['ptrace init'] = (libc.ptrace(16, 1, None, None), ctypes.get_errno())\nout")
+    out = server.eval(sid, code)["value"]["repr"]
+    out = eval(out)
+    assert out["umount /proc"] == (-1, 1) and out["mount cgroupfs"] == (-1, 1), out  # EPERM
+    assert out["cgroup files"] == [] and out["init fds"] == ["PermissionError"], out
+    assert out["ptrace init"] == (-1, 1), out
+
+
+@needs_cgroups
+def test_an_earlier_oom_of_a_subprocess_does_not_name_a_later_exit(make_server):
+    server = make_server()
+    sid = server.create(limits={"memoryMb": 256})
+    # Two children of 150 MB in a 256 MB session: the kernel kills one of them.
+    code = ("import os, time\nkids = []\nfor _ in range(2):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        b = bytearray(150 << 20)\n        for j in range(0, len(b), 4096): b[j] = 1\n"
+            "        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+            "sorted(os.waitpid(k, 0)[1] for k in kids)")
+    assert server.eval(sid, code, wait=40)["value"]["repr"] == "[0, 9]"
+    r = server.eval(sid, "os._exit(3)")
+    assert (r["status"], r["cause"]) == ("killed", "exit 3"), r
+
+
+@needs_cgroups
+def test_processes_counts_the_sessions_own_processes_only(make_server):
+    server = make_server()
+    sid = server.create(limits={"processes": 3})  # the child, its output flusher, one more
+    code = ("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)[1]")
+    assert server.eval(sid, code)["value"]["repr"] == "0"
