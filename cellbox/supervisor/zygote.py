@@ -146,9 +146,9 @@ class Zygote:
         fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
         ``contain``: that is what the namespace is for). Takes at most ``FORK_TIMEOUT``
         seconds once a zygote is ready. ``wait``: when the zygote is stuck or gone, wait (up
-        to ``START_WAIT``) for its replacement instead of returning None (a contained child
-        must not be started any other way)."""
-        deadline = anyio.current_time() + START_WAIT
+        to ``START_TIMEOUT``, the most a replacement may take) instead of returning None (a
+        contained child must not be started any other way)."""
+        deadline = anyio.current_time() + (START_TIMEOUT if wait else START_WAIT)
         while self.enabled:
             if self._current is None:
                 self._kick()
@@ -168,7 +168,7 @@ class Zygote:
                             log.warning("zygote %d did not fork (%s); replacing it", proc.pid, why)
                             self._fail(proc)
             if not wait or anyio.current_time() >= deadline:
-                log.warning("no zygote could fork within %.0f s", START_WAIT)
+                log.warning("no zygote could fork in time")
                 return None
             await anyio.sleep(0.02)  # a replacement is on its way
         return None
