@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 from bench import floor
 from bench.cellbox_driver import CellboxServer, has_zygote, serve_help
@@ -111,16 +112,17 @@ def jupyter_kernel():
 # --- 1. session start ------------------------------------------------------------------------
 
 
-def _starts(srv: CellboxServer, n: int, pause: float = 0.0) -> list[float]:
-    """Create a session and get the first ``1+1`` back, ``n`` times (closing each after)."""
-    sid, _ = srv.create()
+def _starts(srv: CellboxServer, n: int, pause: float = 0.0, **params: Any) -> list[float]:
+    """Create a session (with ``params``) and get the first ``1+1`` back, ``n`` times
+    (closing each after)."""
+    sid, _ = srv.create(**params)
     srv.eval(sid, ONE_PLUS_ONE)
     srv.close_session(sid)  # warm-up: the server's own lazy imports are not a session's cost
     out = []
     for _ in range(n):
         time.sleep(pause)
         t0 = pc()
-        sid, _ = srv.create()
+        sid, _ = srv.create(**params)
         srv.eval(sid, ONE_PLUS_ONE)
         out.append(pc() - t0)
         srv.close_session(sid)
@@ -175,9 +177,12 @@ def start(ctx: Context) -> list[Row]:
         ctx.shared["jupyter_start_ms"] = median(row.jupyter)
     rows.append(row)
 
+    strict: list[float] = []
     with CellboxServer(*flags("--warm 0")) as srv:
         zygote = has_zygote(srv.initialize(), srv.stats())
         warm = _starts(srv, n)
+        if (srv.capabilities.get("cellbox", {}).get("isolation") or {}).get("strict"):
+            strict = _starts(srv, n, isolation="strict")
     zrow = Row("start.zygote", "session start → first `1+1` (warm zygote, no warm pool)", "ms",
                _ms(warm), targets=[Target("<=", 4)])
     if not zygote:
@@ -187,6 +192,13 @@ def start(ctx: Context) -> list[Row]:
         zrow.jupyter = rows[0].jupyter
         zrow.jupyter_note = "(same kernel start)"
     rows.append(zrow)
+    if strict:
+        rows.append(Row("start.strict", "session start → first `1+1` (strict isolation, zygote, no warm pool)",
+                        "ms", _ms(strict), targets=[Target("<=", 10)], peer=False,
+                        note="User, PID, mount and network namespaces, Landlock, seccomp, cgroups: "
+                             "all set up in the zygote's fork."))
+        rows.append(Row("start.strict/zygote", "strict session start / process session start (medians, same server)",
+                        "×", [median(strict) / median(warm)], peer=False))
 
     rows.insert(1, Row("floor.python", "floor: `python -c 'import asyncio, msgspec'`, start to exit", "ms",
                     _ms(bare), note="What a fresh child must do at least before it can answer; "

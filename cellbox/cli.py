@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-zygote", action="store_true", help="start every child as a fresh interpreter")
     serve.add_argument("--warm", type=int, default=2, help="children kept started ahead of sessions (0: none)")
+    serve.add_argument("--isolation", choices=["process", "strict"], default="process",
+                       help="the default isolation of sessions (see `cellbox doctor`)")
     serve.add_argument("--no-containment", action="store_true",
                        help="do not give each session a PID namespace of its own (see `cellbox doctor`)")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -54,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # ``cellbox schema | head``: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "bench":  # bench passes its own flags on to python -m bench
@@ -110,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         zygote=not args.no_zygote,
         warm=max(0, args.warm),
         containment=not args.no_containment,
+        isolation=args.isolation,
     )
     clear_signal_mask()  # a parent's blocked SIGINT would make every interrupt a kill
     become_subreaper()

@@ -44,10 +44,10 @@ def _userns() -> Check:
     limit = _read("/proc/sys/user/max_user_namespaces")
     clone = _read("/proc/sys/kernel/unprivileged_userns_clone")
     if limit == "0":
-        return Check("user namespaces", False, "user.max_user_namespaces is 0", "not yet")
+        return Check("user namespaces", False, "user.max_user_namespaces is 0", "strict sessions")
     if clone == "0" and os.geteuid() != 0:
-        return Check("user namespaces", False, "kernel.unprivileged_userns_clone is 0", "not yet")
-    return Check("user namespaces", limit is not None, f"max_user_namespaces: {limit}", "not yet")
+        return Check("user namespaces", False, "kernel.unprivileged_userns_clone is 0", "strict sessions")
+    return Check("user namespaces", limit is not None, f"max_user_namespaces: {limit}", "strict sessions")
 
 
 def _landlock() -> Check:
@@ -55,13 +55,13 @@ def _landlock() -> Check:
         abi = ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)  # landlock_create_ruleset: ABI
     except (OSError, AttributeError):
         abi = -1
-    return Check("Landlock", abi > 0, f"ABI {abi}" if abi > 0 else "not enabled in this kernel", "not yet")
+    return Check("Landlock", abi > 0, f"ABI {abi}" if abi > 0 else "not enabled in this kernel", "strict sessions")
 
 
 def _seccomp() -> Check:
     status = _read("/proc/self/status") or ""
     ok = any(line.startswith("Seccomp:") for line in status.splitlines())
-    return Check("seccomp", ok, "filters available" if ok else "the kernel has no seccomp", "not yet")
+    return Check("seccomp", ok, "filters available" if ok else "the kernel has no seccomp", "strict sessions")
 
 
 def checks() -> list[Check]:
@@ -87,5 +87,7 @@ def main(as_json: bool = False) -> int:
                                   if contained else
                                   "not contained by the kernel: closing a session kills its process group and "
                                   "the descendants that keep its marker; a daemon that leaves both can survive."))
-    print("isolation: \"strict\" (user, network and mount namespaces, seccomp) is not available in this version.")
+    missing = process.strict_missing(zygote=True)
+    print('isolation: "strict" (user, network and mount namespaces, Landlock, seccomp): '
+          + ("available." if not missing else "unavailable: needs " + "; ".join(missing) + "."))
     return 0

@@ -22,7 +22,8 @@ import ctypes
 import os
 import select
 import signal
-import sys
+import struct
+from typing import Any
 
 from cellbox.protocol.channel import STATUS
 
@@ -42,9 +43,21 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def enter(supervisor: int) -> int | None:
+def enter(supervisor: int, strict: Any = None) -> int | None:
     """In the zygote's intermediate process: a pidfd of ``supervisor``, then new PID and
-    mount namespaces for the next fork. None if that fails (the child is then not contained)."""
+    mount namespaces for the next fork. None if that fails (the child is then not contained).
+    ``strict`` (a ``channel.Strict``): also the strict layers' ids and namespaces; their
+    failure raises ``OSError``."""
+    if strict is not None:
+        from cellbox.child import strict as layers
+
+        pidfd = os.pidfd_open(supervisor)
+        try:
+            layers.become_unprivileged(strict.uid, strict.gid, strict.network)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        return pidfd
     try:
         pidfd = os.pidfd_open(supervisor)
     except OSError:
@@ -67,16 +80,25 @@ def join(cgroup: list[str]) -> None:
             os.write(2, f"cellbox: could not join {path}: {exc}\n".encode())
 
 
-def become_init(pidfd: int, status_fd: int, keep: list[int], cgroup: list[str]) -> None:
+def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None) -> None:
     """In pid 1 of the new namespace: set up, fork the session child and return in it; the
-    init itself never returns. ``keep`` are the descriptors the child needs (init closes its
-    own copies of them); ``cgroup``: see ``join``."""
-    join(cgroup)
+    init itself never returns. ``keep`` are the descriptors the child needs (stdin, stdout,
+    stderr, channel: init closes its own copies of them); ``strict``: see ``enter``."""
     libc = _libc()
+    libc.prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME, first: it is not the zygote
     try:
         _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
         _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
+        if os.path.isdir("/sys/fs/cgroup"):  # its cgroups are not its to leave or change
+            _check(libc.mount(b"tmpfs", b"/sys/fs/cgroup", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=555"),
+                   "hiding /sys/fs/cgroup")
+        if strict is not None:
+            from cellbox.child import strict as layers
+
+            layers.build_view(strict.workdir, strict.network)
     except OSError as exc:
+        if strict is not None:  # never weaker than asked: the child's stderr says why
+            _fail(keep[2], f"strict isolation: {exc}")
         os.write(2, f"cellbox: containment: {exc}\n".encode())
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -88,11 +110,53 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], cgroup: list[str]) 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in (pidfd, status_fd, wake_r, wake_w):
             os.close(fd)
+        try:
+            if strict is not None:
+                from cellbox.child import strict as layers
+
+                layers.lock_down(strict.workdir)
+            else:
+                drop_capabilities(ESCAPES)
+        except OSError as exc:
+            _fail(keep[2], f"{'strict isolation' if strict else 'containment'}: {exc}")
         return
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: its /proc/1/* are out of the session's reach
     for fd in keep:
         os.close(fd)
-    ctypes.CDLL(None).prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME
     _wait(child, pidfd, status_fd, wake_r)
+
+
+#: Capabilities a contained root child gives up for good (bounding set too): they would let it
+#: leave its namespaces (unmount its /proc, mount cgroupfs), trace init or load modules.
+ESCAPES = (16, 17, 19, 21, 22, 32, 33, 38, 39)  # SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_ADMIN,
+# SYS_BOOT, MAC_OVERRIDE, MAC_ADMIN, PERFMON, BPF
+
+
+def drop_capabilities(caps: tuple[int, ...]) -> None:
+    """Remove ``caps`` from this process's bounding, effective, permitted and inheritable sets."""
+    libc = _libc()
+    for cap in caps:
+        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # PR_CAPBSET_DROP; EINVAL: unknown
+            _check(-1, f"dropping capability {cap}")
+    header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0), 8)  # version 3
+    data = ctypes.create_string_buffer(24)
+    _check(libc.capget(header, data), "capget")
+    words = list(struct.unpack("<6I", data.raw))  # (effective, permitted, inheritable) x 2
+    mask = [0, 0]
+    for cap in caps:
+        mask[cap // 32] |= 1 << (cap % 32)
+    for i in range(6):
+        words[i] &= ~mask[i // 3] & 0xFFFFFFFF
+    data = ctypes.create_string_buffer(struct.pack("<6I", *words), 24)
+    _check(libc.capset(header, data), "capset")
+
+
+def _fail(stderr: int, text: str) -> None:
+    """End this process, saying why on the session child's stderr (the supervisor shows it)."""
+    try:
+        os.write(stderr, (text + "\n").encode())
+    finally:
+        os._exit(1)
 
 
 def _wait(child: int, pidfd: int, status_fd: int, wake_r: int) -> None:

@@ -85,7 +85,14 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
         control.sendall(ch.encode(ch.Spawned(pid=0)))
         return
     if middle == 0:
-        pidfd = contain.enter(supervisor) if msg.contain else None
+        contain.join(msg.cgroup)  # everything forked from here on is in the session's cgroups
+        try:
+            pidfd = contain.enter(supervisor, msg.strict) if msg.contain or msg.strict else None
+        except OSError as exc:  # a strict child cannot be made: say why, never make a weaker one
+            try:
+                control.sendall(ch.encode(ch.Spawned(pid=0, error=f"strict isolation: {exc}")))
+            finally:
+                os._exit(0)
         try:
             child = os.fork()
         except OSError:
@@ -94,10 +101,9 @@ def _fork(control: socket.socket, fds: list[int], msg, supervisor: int) -> None:
             control.close()
             *fds, status = fds
             if pidfd is not None:  # pid 1 of the session's namespace: returns in its child
-                contain.become_init(pidfd, status, keep=fds, cgroup=msg.cgroup)
+                contain.become_init(pidfd, status, keep=fds, strict=msg.strict)
             else:
                 os.close(status)
-                contain.join(msg.cgroup)
             rechannel(fds, msg.env, supervisor, contained=pidfd is not None)
             if msg.argv:  # a fresh interpreter, in the namespace
                 try:

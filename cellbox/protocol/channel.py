@@ -89,6 +89,16 @@ class Inspect(Msg, tag="inspect"):
     cursor: int
 
 
+class Strict(msgspec.Struct, frozen=True):
+    """What a strict session's child is confined to: its unprivileged ids (outside), its
+    work directory, and whether it keeps the host's network."""
+
+    uid: int
+    gid: int
+    workdir: str
+    network: bool = False
+
+
 class Spawn(Msg, tag="spawn"):
     """To the zygote: fork a session child with this environment. The message carries the
     child's stdin, stdout, stderr and channel descriptors and the write end of its status
@@ -100,6 +110,7 @@ class Spawn(Msg, tag="spawn"):
     contain: bool = False
     argv: list[str] | None = None
     cgroup: list[str] = []  # ``cgroup.procs`` files the child joins before it runs
+    strict: Strict | None = None  # confine it (``contain`` too): see ``cellbox.child.strict``
 
 
 # --- child -> supervisor ----------------------------------------------------------------------
@@ -120,6 +131,7 @@ class Spawned(Msg, tag="spawned"):
 
     pid: int
     contained: bool = False
+    error: str | None = None  # why it could not fork (pid 0)
 
 
 class DisplayEvent(Msg, tag="display"):

@@ -144,6 +144,8 @@ class SessionCreateParams(Params):
     name: str | None = None
     cwd: str | None = None  #: an existing directory (kept); default: a fresh one, removed on close
     keep_workdir: bool = False  #: keep the fresh work directory after close
+    isolation: Literal["process", "strict"] | None = None  #: None: the server's ``--isolation``
+    network: bool = False  #: a strict session keeps the host's network
     env: dict[str, str] | None = None
     limits: Limits | None = None
     detection: DetectionPolicy | None = None
@@ -340,7 +342,7 @@ class WriteFileParams(Params):
     path: str
     text: str | None = None
     base64: str | None = None
-    mode: NonNegInt | None = None
+    mode: Annotated[int, msgspec.Meta(ge=0, le=0o7777)] | None = None
 
 
 class WriteFileResult(Result):
@@ -376,6 +378,7 @@ class FileEntry(Result):
 
 class ListFilesResult(Result):
     entries: list[FileEntry]
+    truncated: bool = False  #: more entries than one listing holds (10,000)
 
 
 #: method name -> (params type, result type). The dispatcher decodes params with these; the

@@ -152,6 +152,7 @@ class Cgroups:
         bases: dict[str, str] = {}
         for name, mount in mounts.items():
             path = os.path.join(mount, own.get(name, "/").lstrip("/"), f"cellbox-{os.getpid()}")
+            # (``_bases`` names the same directories for the sentinel.)
             try:
                 os.makedirs(path, exist_ok=True)
             except OSError:
@@ -181,16 +182,39 @@ class Cgroups:
     def close(self) -> None:
         """Remove what is left (at exit, once every child has been killed)."""
         for base in self.bases.values():
-            for entry in _subdirs(base):
-                ChildGroup({"x": entry}).kill()
-                try:
-                    os.rmdir(entry)
-                except OSError:
-                    pass
+            _remove_base(base)
+
+
+def _bases(server: int) -> list[str]:
+    mounts, own = _v1_mounts(), _own_paths()
+    return [os.path.join(mount, own.get(name, "/").lstrip("/"), f"cellbox-{server}") for name, mount in mounts.items()]
+
+
+def remove_server_groups(server: int) -> None:
+    """Kill what is left in the cgroups of the dead server ``server`` and remove them (its
+    sentinel calls this)."""
+    for base in _bases(server):
+        if os.path.isdir(base):
+            _remove_base(base)
+
+
+def _remove_base(base: str) -> None:
+    for entry in _subdirs(base):
+        ChildGroup({"x": entry}).kill()
+        for _ in range(50):  # the killed may take a moment to leave
             try:
-                os.rmdir(base)
-            except OSError as exc:
-                log.warning("could not remove %s: %s", base, exc)
+                os.rmdir(entry)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.02)
+    try:
+        os.rmdir(base)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", base, exc)
 
 
 def unavailable() -> str | None:

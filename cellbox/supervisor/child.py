@@ -410,7 +410,9 @@ class Child:
         if self.init is None:  # descendants it left (reparented here) die with it
             process.kill_tree(process.orphans(self.marker, self._reaper.watched))
         if self.cgroup is not None:
-            self.oom_killed = self.cgroup.oom_killed()
+            # The count is the group's whole life: it names only a death by SIGKILL.
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+                self.oom_killed = self.cgroup.oom_killed()
             self.cgroup.kill()  # whatever is left in its cgroup
             if not self.cgroup.remove():
                 self._loop.call_later(1.0, self.cgroup.remove)

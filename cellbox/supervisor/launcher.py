@@ -84,13 +84,20 @@ class Launcher:
         self.pool = WarmPool(warm, self)
         self._before = before  # called before each start (the server starts its helpers then)
 
-    async def launch(self, env: dict[str, str], *, fork: bool = True) -> Child:
+    async def launch(self, env: dict[str, str], *, fork: bool = True, strict: ch.Strict | None = None) -> Child:
         """A running child that waits for ``Configure`` (not yet any session's)."""
         zygote = self.zygote
         group = self.cgroups.create() if self.cgroups is not None else None
         forked = None
-        if zygote is not None and (fork or zygote.contain):  # a fresh one too, in a namespace
-            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None)
+        if zygote is not None and (fork or zygote.contain or strict):  # a fresh one too, in a namespace
+            # A contained child is never started uncontained: wait for a replacement zygote.
+            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None, strict=strict,
+                                       wait=zygote.contain or strict is not None)
+        if forked is None and (strict is not None or (zygote is not None and zygote.contain and zygote.enabled)):
+            if group is not None:
+                group.remove()
+            what = "strict isolation" if strict is not None else "containment"
+            raise SessionStartFailed(data=f"{what}: no zygote could fork the child")
         if forked is None:
             forked = _spawn_fresh(env)
             if group is not None:
@@ -102,20 +109,30 @@ class Launcher:
         return Child(pid, sock, out_r, err_r, reaper=self.reaper, gate=self.gate,
                      marker=env.get(process.MARKER, ""), status_fd=status_r, cgroup=group)
 
-    async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child:
-        """A configured child for a session. Raises ``SessionStartFailed`` (with the child's
-        stderr or its error in ``data``) if it cannot be started, exits, or does not answer
-        within ``START_TIMEOUT``."""
+    async def start(self, configure: ch.Configure, env: dict[str, str] | None,
+                    strict: ch.Strict | None = None) -> Child:
+        """A configured child for a session (confined as ``strict`` says, if given). Raises
+        ``SessionStartFailed`` (with the child's stderr or its error in ``data``) if it cannot
+        be started, exits, or does not answer within ``START_TIMEOUT``."""
         if self._before is not None:
             self._before()
         full_env = session_env(configure.session, env)
-        child = self.pool.take() if not env else None
-        if child is None:
-            child = await self.launch(full_env, fork=forkable(env))
+        child = self.pool.take() if not env and strict is None else None
+        if child is not None:
+            try:
+                return await self._configure(child, configure, full_env)
+            except SessionStartFailed as exc:  # a warm child can die waiting: start another
+                log.info("a warm child could not be configured (%s); starting another", exc.data)
+        child = await self.launch(full_env, fork=forkable(env), strict=strict)
+        return await self._configure(child, configure, full_env)
+
+    async def _configure(self, child: Child, configure: ch.Configure, full_env: dict[str, str]) -> Child:
         if child.cgroup is not None and configure.limits is not None:
             lim = configure.limits
             try:
-                child.cgroup.apply(lim.memory_mb, lim.processes, lim.cpu_percent)
+                # A contained child's init is in its group too, and not the session's to count.
+                extra = 1 if child.init is not None else 0
+                child.cgroup.apply(lim.memory_mb, lim.processes and lim.processes + extra, lim.cpu_percent)
             except (OSError, ValueError) as exc:
                 child.kill()
                 raise SessionStartFailed(data=f"the session's limits cannot be set: {exc}") from None

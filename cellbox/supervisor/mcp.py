@@ -188,13 +188,14 @@ class McpFace:
         if tool == "write_file":
             w = _convert(args, m.WriteFileToolArgs)
             session = await self._session(w.session)
-            wrote = files.write(session.workdir, m.WriteFileParams(session=session.id, path=w.path, text=w.text,
-                                                                   base64=w.base64))
+            params = m.WriteFileParams(session=session.id, path=w.path, text=w.text, base64=w.base64)
+            wrote = await session.in_workdir(files.write, params, session.file_owner)
             return {"content": [_text(f"wrote {wrote.size} bytes to {wrote.path}")],
                     "structuredContent": msgspec.to_builtins(wrote), "isError": False}
         r = _convert(args, m.ReadFileToolArgs)
         session = await self._session(r.session)
-        got = files.read(session.workdir, m.ReadFileParams(session=session.id, path=r.path, max_bytes=r.max_bytes))
+        got = await session.in_workdir(files.read, m.ReadFileParams(session=session.id, path=r.path,
+                                                                     max_bytes=r.max_bytes))
         more = f"\n[cellbox: truncated: {got.size} bytes in all]" if got.truncated else ""
         body = got.text if got.text is not None else f"(binary, {got.size} bytes; base64 in structuredContent)"
         return {"content": [_text(body + more)], "structuredContent": msgspec.to_builtins(got), "isError": False}

@@ -108,13 +108,14 @@ class Methods:
         return m.SessionCreateResult(session=session.id, pid=child.pid, python=child.python, workdir=session.workdir)
 
     async def session_write_file(self, params: m.WriteFileParams, req: Any) -> m.WriteFileResult:
-        return files.write(self.registry.session(params.session).workdir, params)
+        session = self.registry.session(params.session)
+        return await session.in_workdir(files.write, params, session.file_owner)
 
     async def session_read_file(self, params: m.ReadFileParams, req: Any) -> m.ReadFileResult:
-        return files.read(self.registry.session(params.session).workdir, params)
+        return await self.registry.session(params.session).in_workdir(files.read, params)
 
     async def session_list_files(self, params: m.ListFilesParams, req: Any) -> m.ListFilesResult:
-        return files.listing(self.registry.session(params.session).workdir, params)
+        return await self.registry.session(params.session).in_workdir(files.listing, params)
 
     async def session_list(self, params: Any, req: Any) -> m.SessionListResult:
         return m.SessionListResult(sessions=[session.info() for session in self.registry.open_sessions()])

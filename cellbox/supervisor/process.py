@@ -119,16 +119,39 @@ class Sentinel:
             pass  # already reaped by the supervisor's reaper
 
 
+def workdir_prefix(server: int | None = None) -> str:
+    """The name prefix of the fresh work directories of the server ``server`` (default: this one)."""
+    return f"cellbox-{server or os.getpid()}-"
+
+
+def remove_workdirs(server: int) -> None:
+    """Remove the fresh work directories a dead server ``server`` left."""
+    import shutil
+    import tempfile
+
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(workdir_prefix(server))]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def start_sentinel() -> Sentinel:
     """Fork a process that outlives this one to kill whatever it leaves behind.
 
     ``PR_SET_PDEATHSIG`` kills a child when the supervisor dies, even by SIGKILL, but not the
     child's own descendants. The sentinel holds the read end of a pipe whose write end only the
     supervisor keeps; when the supervisor dies, the read returns end-of-file and the sentinel
-    kills every process whose environment carries this server's marker. Call it once, early,
+    kills every process whose environment carries this server's marker, then removes the
+    server's cgroups and fresh work directories. Call it once, early,
     while the process is single-threaded. It also sets the marker in ``os.environ``.
     """
-    marker = f"{os.getpid()}-{os.urandom(6).hex()}"
+    server = os.getpid()
+    marker = f"{server}-{os.urandom(6).hex()}"
     os.environ[SERVER_MARKER] = marker
     r, w = os.pipe()
     pid = os.fork()
@@ -161,6 +184,11 @@ def start_sentinel() -> Sentinel:
                 _signal(p, signal.SIGSTOP)
             for p in found:
                 _signal(p, signal.SIGKILL)
+        # What the server would have removed at its exit: its cgroups and work directories.
+        from cellbox.supervisor import cgroups
+
+        cgroups.remove_server_groups(server)
+        remove_workdirs(server)
     finally:
         os._exit(0)
 
@@ -316,4 +344,51 @@ def containment_unavailable() -> str | None:
         return "cannot read this process's capabilities"
     if not caps & (1 << CAP_SYS_ADMIN):
         return "not root (creating a PID namespace needs CAP_SYS_ADMIN)"
+    return None
+
+
+def strict_missing(zygote: bool) -> list[str]:
+    """The layers ``isolation: "strict"`` needs that this host (or server) lacks, each with
+    why; empty when strict sessions can be made."""
+    missing = []
+    why = containment_unavailable()
+    if why is not None:
+        missing.append(f"pidns ({why})")
+    if not zygote:
+        missing.append("zygote (--no-zygote was given)")
+    for path, want, what in (("/proc/sys/user/max_user_namespaces", "0", "userns (user.max_user_namespaces is 0)"),
+                             ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+                              "userns (kernel.unprivileged_userns_clone is 0)")):
+        try:
+            with open(path) as f:
+                if f.read().strip() == want:
+                    missing.append(what)
+        except OSError:
+            pass
+    if os.uname().machine != "x86_64":
+        missing.append(f"seccomp (no filter table for {os.uname().machine})")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        if libc.syscall(444, None, 0, 1) < 1:  # landlock_create_ruleset: ABI version
+            missing.append("landlock (not enabled in this kernel)")
+    except (OSError, AttributeError):
+        missing.append("landlock (cannot ask the kernel)")
+    blocked = _unreadable_for_others([sys.base_prefix, BOOT_PATH])
+    if blocked:
+        missing.append(f"a Python an unprivileged user can read ({blocked} is not world-readable)")
+    return missing
+
+
+def _unreadable_for_others(paths: list[str]) -> str | None:
+    """The first directory on the way to one of ``paths`` that other users cannot enter."""
+    for path in paths:
+        current = "/"
+        for part in os.path.abspath(path).split("/")[1:]:
+            current = os.path.join(current, part)
+            try:
+                if not os.stat(current).st_mode & 0o001:
+                    return current
+            except OSError:
+                return current
     return None

@@ -21,9 +21,12 @@ from typing import Any, Callable
 import anyio
 import msgspec
 
+from cellbox.protocol import channel as ch
 from cellbox.protocol import errors
 from cellbox.protocol import messages as m
+from cellbox.supervisor import files
 from cellbox.supervisor import machine as mc
+from cellbox.supervisor import process
 from cellbox.supervisor.session import Outlet, Session, Settings, Starter
 from cellbox.supervisor.stats import Stats
 
@@ -43,6 +46,32 @@ class ServeOptions:
     zygote: bool = True
     warm: int = 2
     containment: bool = True  # a PID namespace per session where the kernel allows it
+    isolation: str = "process"  # the default of session/create's ``isolation``
+
+
+#: The unprivileged uids (and gids) of strict sessions start here: ids no account uses.
+STRICT_IDS = 1_000_000
+
+
+def _release_workdir(session: Session) -> None:
+    """Close the session's descriptor of its work directory, removing the directory first if
+    it was made for it: where it is now (a cell may have renamed it), and a symlink a cell
+    put at its old path."""
+    fd, session.workdir_fd = session.workdir_fd, -1
+    if fd < 0:
+        return
+    try:
+        if session.owns_workdir:
+            if os.path.islink(session.workdir):
+                os.unlink(session.workdir)
+            try:
+                now = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                now = session.workdir
+            if not now.endswith(" (deleted)"):
+                shutil.rmtree(now, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 def request_key(request_id: Any) -> Any:
@@ -62,6 +91,14 @@ class Registry:
         self.stopping = False  # set by the server when it begins to exit
         self._counted: set[str] = set()  # sessions counted in ``stats.created``
         self._names: dict[str, Session] = {}  # the open sessions that have a name
+        self._strict_ids = 0
+        self._strict_missing: list[str] | None = None
+
+    def strict_missing(self) -> list[str]:
+        """What strict sessions need and this host lacks (asked once)."""
+        if self._strict_missing is None:
+            self._strict_missing = process.strict_missing(self.options.zygote)
+        return self._strict_missing
 
     def open_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.closed]
@@ -125,7 +162,20 @@ class Registry:
             raise errors.InvalidParams(data=f"a session named {params.name!r} exists")
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
-        workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-")
+        strict = None
+        if (params.isolation or o.isolation) == "strict":
+            missing = self.strict_missing()
+            if missing:
+                raise errors.SessionStartFailed(data=f"strict isolation needs: {'; '.join(missing)}")
+            self._strict_ids += 1
+            uid = STRICT_IDS + ((os.getpid() % 4096) << 12) + self._strict_ids % 4096
+        # A fresh one is named after this server, so that its sentinel can remove it if the
+        # server dies before it could (a kept one is not).
+        workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-" if params.keep_workdir else process.workdir_prefix())
+        if (params.isolation or o.isolation) == "strict":
+            if params.cwd is None:
+                os.chown(workdir, uid, uid)  # the session's own: its files are its uid's
+            strict = ch.Strict(uid=uid, gid=uid, workdir=os.path.realpath(workdir), network=params.network)
         limits = params.limits or m.Limits()
         limits = msgspec.structs.replace(
             limits,
@@ -141,12 +191,14 @@ class Registry:
             ast_cache_size=o.ast_cache_size,
             cwd=workdir,
             env=params.env,
+            strict=strict,
         )
         sid = os.urandom(6).hex()
         session = Session(
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
         session.workdir = workdir
+        session.workdir_fd = files.open_root(workdir)
         session.owns_workdir = params.cwd is None and not params.keep_workdir
         self.sessions[sid] = session  # listed from now on
         if params.name is not None:
@@ -177,9 +229,8 @@ class Registry:
             self._counted.discard(session.id)
             self.stats.closed += 1
         await session.close(cause)
-        if session.owns_workdir:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(shutil.rmtree, session.workdir, True)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_release_workdir, session)
 
     async def close_all(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -99,8 +99,12 @@ class Server:
         containment = ["pidns"] if active else []
         if self.cgroups is not None:
             containment.append("cgroup1")
-        report: dict = {"containment": containment, "strict": [], "default": "process"}
+        strict_missing = self.registry.strict_missing()
+        strict = [] if strict_missing else ["userns", "netns", "mountns", "landlock", "seccomp"]
+        report: dict = {"containment": containment, "strict": strict, "default": self.options.isolation}
         missing = {}
+        if strict_missing:
+            missing["strict"] = "; ".join(strict_missing)
         if not active:
             missing["pidns"] = self.uncontained or "the zygote is not running"
         if self.cgroups is None:

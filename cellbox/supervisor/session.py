@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ class Settings:
     ast_cache_size: int | None
     cwd: str | None
     env: dict[str, str] | None
+    strict: ch.Strict | None = None  # a strict session's confinement
 
 
 class Outlet(Protocol):
@@ -58,7 +60,8 @@ class Outlet(Protocol):
 
 
 class Starter(Protocol):
-    async def start(self, configure: ch.Configure, env: dict[str, str] | None) -> Child: ...
+    async def start(self, configure: ch.Configure, env: dict[str, str] | None,
+                    strict: ch.Strict | None = None) -> Child: ...
 
 
 class _Listener:
@@ -110,6 +113,7 @@ class Session:
         )
         self.children: dict[int, Child] = {}
         self.workdir = settings.cwd or ""  # its child's cwd, where session/*File work
+        self.workdir_fd = -1  # a descriptor of it, held while the session is open
         self.owns_workdir = False  # made for it: removed when it closes
         self._starter = starter
         self._outlet = outlet
@@ -128,6 +132,21 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.machine.closed is not None
+
+    async def in_workdir(self, fn: Any, *args: Any) -> Any:
+        """``fn(workdir_fd, *args)`` in a worker thread, on a descriptor of its own (so a
+        close meanwhile cannot hand it a reused number)."""
+        fd = os.dup(self.workdir_fd)
+        try:
+            return await anyio.to_thread.run_sync(fn, fd, *args)
+        finally:
+            os.close(fd)
+
+    @property
+    def file_owner(self) -> tuple[int, int] | None:
+        """The ids a file put in its work directory gets (a strict session's own), if any."""
+        strict = self.settings.strict
+        return (strict.uid, strict.gid) if strict is not None else None
 
     @property
     def child(self) -> Child | None:
@@ -270,7 +289,7 @@ class Session:
             session=self.id, detection=s.detection, ast_cache_size=s.ast_cache_size, limits=s.limits, cwd=s.cwd
         )
         try:
-            child = await self._starter.start(configure, s.env)
+            child = await self._starter.start(configure, s.env, s.strict)
         except SessionStartFailed as exc:
             self._start_errors[gen] = str(exc.data)
             self.machine.child_start_failed(gen, str(exc.data), self._loop.time())

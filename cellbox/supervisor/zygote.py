@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from cellbox.protocol import channel as ch
+from cellbox.protocol.errors import SessionStartFailed
 from cellbox.supervisor.process import Started, boot_code, spawn_python
 
 log = logging.getLogger("cellbox.supervisor")
@@ -62,6 +63,7 @@ class Zygote:
         self._tg: TaskGroup | None = None
         self._starting = False
         self._first = anyio.Event()  # set once the first start has ended (ready or not)
+        self._ready = anyio.Event()  # set while a zygote is ready
         self._lock = anyio.Lock()
         self._closed = False
 
@@ -107,6 +109,7 @@ class Zygote:
                     continue  # it died while starting, or close() came
                 log.info("zygote %d ready", proc.pid)
                 self._current = proc
+                self._ready.set()
         finally:
             self._starting = False
             self._first.set()
@@ -136,36 +139,42 @@ class Zygote:
         self.reaper.watch(pid, lambda status, rusage: self._exited(proc, status))
         return proc
 
-    async def fork(self, env: dict[str, str], *, fresh: bool = False,
-                   cgroup: list[str] | None = None) -> Started | None:
+    async def fork(self, env: dict[str, str], *, fresh: bool = False, cgroup: list[str] | None = None,
+                   strict: ch.Strict | None = None, wait: bool = False) -> Started | None:
         """A new child forked from the zygote (in a PID namespace of its own if ``contain``
         and the zygote can), or None if no zygote can serve now (the caller then spawns a
         fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
         ``contain``: that is what the namespace is for). Takes at most ``FORK_TIMEOUT``
-        seconds once a zygote is ready."""
-        if not self.enabled:
-            return None
-        if self._current is None:
-            self._kick()
-            if self._first.is_set():
-                return None  # a replacement is starting: do not wait for it
-            with anyio.move_on_after(START_WAIT):
-                await self._first.wait()
-        async with self._lock:
-            proc = self._current
-            if proc is None or proc.failed:
+        seconds once a zygote is ready. ``wait``: when the zygote is stuck or gone, wait (up
+        to ``START_TIMEOUT``, the most a replacement may take) instead of returning None (a
+        contained child must not be started any other way)."""
+        deadline = anyio.current_time() + (START_TIMEOUT if wait else START_WAIT)
+        while self.enabled:
+            if self._current is None:
+                self._kick()
+                if self._first.is_set() and not wait:
+                    return None  # a replacement is starting: do not wait for it
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    await self._ready.wait()
+            async with self._lock:
+                proc = self._current
+                if proc is not None and not proc.failed:
+                    try:
+                        with anyio.fail_after(FORK_TIMEOUT):
+                            return await self._fork(proc, env, fresh, cgroup or [], strict)
+                    except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
+                        if not proc.failed:
+                            why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
+                            log.warning("zygote %d did not fork (%s); replacing it", proc.pid, why)
+                            self._fail(proc)
+            if not wait or anyio.current_time() >= deadline:
+                log.warning("no zygote could fork in time")
                 return None
-            try:
-                with anyio.fail_after(FORK_TIMEOUT):
-                    return await self._fork(proc, env, fresh, cgroup or [])
-            except (OSError, TimeoutError, ch.ChannelError, anyio.ClosedResourceError) as exc:
-                if not proc.failed:
-                    why = f"no answer within {FORK_TIMEOUT} s" if isinstance(exc, TimeoutError) else exc
-                    log.warning("zygote %d did not fork (%s); replacing it", proc.pid, why)
-                    self._fail(proc)
-                return None
+            await anyio.sleep(0.02)  # a replacement is on its way
+        return None
 
-    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool, cgroup: list[str]) -> Started:
+    async def _fork(self, proc: _Process, env: dict[str, str], fresh: bool, cgroup: list[str],
+                    strict: ch.Strict | None) -> Started:
         sup_sock, child_sock = socket.socketpair()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -174,7 +183,7 @@ class Zygote:
         theirs = [devnull, out_w, err_w, child_sock.fileno(), status_w]
         try:
             argv = [sys.executable, "-c", boot_code("cellbox.child.main")] if fresh else None
-            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv, cgroup=cgroup))
+            frame = ch.encode(ch.Spawn(env=env, contain=self.contain, argv=argv, cgroup=cgroup, strict=strict))
             await anyio.wait_writable(proc.sock)
             proc.sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs))])
             reply = await self._receive(proc)
@@ -191,6 +200,8 @@ class Zygote:
             for fd in (out_r, err_r, status_r):
                 os.close(fd)
             sup_sock.close()
+            if reply.error is not None:  # the zygote is fine; this child cannot be made
+                raise SessionStartFailed(data=reply.error)
             raise OSError("the zygote could not fork")
         self.forks += 1
         if not reply.contained:
@@ -222,6 +233,7 @@ class Zygote:
             self.failures += 1
         if self._current is proc:
             self._current = None
+            self._ready = anyio.Event()
         try:
             os.kill(proc.pid, signal.SIGKILL)  # not reaped yet: the pid is still ours
         except OSError:

@@ -22,14 +22,19 @@ from tests.harness import poll_until
 
 NO_PIDNS = process.containment_unavailable()
 NO_CGROUPS = cgroups.unavailable()
+NO_STRICT = process.strict_missing(zygote=True)
 needs_pidns = pytest.mark.skipif(NO_PIDNS is not None, reason=f"no PID namespaces here: {NO_PIDNS}")
 needs_cgroups = pytest.mark.skipif(NO_CGROUPS is not None, reason=f"no cgroups here: {NO_CGROUPS}")
 
 
-@pytest.fixture
-def arena(make_server):
-    """A server, a witness session holding a variable, and a check that both are fine."""
-    server = make_server("--kill-grace", "0.5")
+@pytest.fixture(params=["process", "strict"])
+def arena(request, make_server):
+    """A server whose sessions are of each isolation, a witness session holding a variable,
+    and a check that both are fine."""
+    if request.param == "strict" and NO_STRICT:
+        pytest.skip(f"strict isolation unavailable: {NO_STRICT}")
+    server = make_server("--kill-grace", "0.5", "--isolation", request.param)
+    server.isolation = request.param
     witness = server.create()
     server.eval(witness, "secret = 'witness-42'")
 
@@ -101,14 +106,15 @@ def test_memory_bomb_across_forked_children_is_bounded(arena):
     arena.unharmed()
 
 
-def test_disk_filler_is_bounded_by_file_size(arena, tmp_path):
+def test_disk_filler_is_bounded_by_file_size(arena):
     sid = arena.create(limits={"fileSizeMb": 5})
-    code = (f"f = open({str(tmp_path / 'fill')!r}, 'wb')\ntry:\n    for _ in range(100):\n"
+    code = ("f = open('fill', 'wb')\ntry:\n    for _ in range(100):\n"
             "        f.write(b'x' * (1 << 20)); f.flush()\n    r = 'wrote it all'\nexcept OSError as e:\n"
             "    r = e.errno\nr")
     r = arena.eval(sid, code)
     assert r["status"] in ("ok", "killed"), r
-    assert (tmp_path / "fill").stat().st_size <= 5 << 20
+    (entry,) = arena.call("session/listFiles", {"session": sid})["entries"]
+    assert entry["path"] == "fill" and entry["size"] <= 5 << 20
     arena.unharmed()
 
 
@@ -167,8 +173,27 @@ def test_supervisor_memory_and_ptrace_are_out_of_reach(arena):
             "except OSError as e:\n    out.append(type(e).__name__)\n"
             "libc = ctypes.CDLL(None, use_errno=True)\n"
             f"out.append(libc.ptrace(16, {pid}, None, None))\nout.append(ctypes.get_errno())\nout")
-    assert arena.eval(sid, code)["value"]["repr"] == "['FileNotFoundError', -1, 3]"  # ESRCH
+    refused = 1 if arena.isolation == "strict" else 3  # seccomp's EPERM comes first; else ESRCH
+    assert arena.eval(sid, code)["value"]["repr"] == f"['FileNotFoundError', -1, {refused}]"
     arena.unharmed()
+
+
+@pytest.mark.skipif(bool(NO_STRICT), reason=f"strict isolation unavailable: {NO_STRICT}")
+def test_a_strict_session_cannot_read_or_write_the_hosts_private_files(make_server, tmp_path_factory):
+    server = make_server("--isolation", "strict")
+    secret = f"/var/tmp/cbx-secret-{uuid.uuid4().hex}"
+    with open(secret, "w") as f:
+        f.write("host only")
+    os.chmod(secret, 0o600)
+    try:
+        sid = server.create()
+        code = (f"out = []\nfor mode in ('r', 'a'):\n    try:\n        open({secret!r}, mode); out.append('opened')\n"
+                "    except OSError as e:\n        out.append(type(e).__name__)\nout")
+        assert server.eval(sid, code)["value"]["repr"] == "['PermissionError', 'PermissionError']"
+        with open(secret) as f:
+            assert f.read() == "host only"
+    finally:
+        os.unlink(secret)
 
 
 @needs_pidns
@@ -196,3 +221,44 @@ def test_garbage_on_the_private_channel_is_an_honest_kill(arena):
     assert r["status"] == "killed" and r["stateLost"], r
     assert arena.eval(sid, "1 + 1")["value"]["repr"] == "2"
     arena.unharmed()
+
+
+@needs_pidns
+def test_a_contained_root_cell_cannot_leave_its_namespace_or_cgroups(make_server):
+    server = make_server("--kill-grace", "0.5")
+    sid = server.create(limits={"processes": 10})
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+            "out['umount /proc'] = (libc.umount2(b'/proc', 2), ctypes.get_errno())\n"
+            "out['cgroup files'] = os.listdir('/sys/fs/cgroup')\n"
+            "out['mount cgroupfs'] = (libc.mount(b'cgroup', b'/mnt', b'cgroup', 0, b'pids'), ctypes.get_errno())\n"
+            "opened = set()\nfor n in os.listdir('/proc/1/fd'):\n    try:\n"
+            "        os.close(os.open(f'/proc/1/fd/{n}', os.O_WRONLY)); opened.add('opened')\n"
+            "    except OSError as e:\n        opened.add(type(e).__name__)\nout['init fds'] = sorted(opened)\n"
+            "out['ptrace init'] = (libc.ptrace(16, 1, None, None), ctypes.get_errno())\nout")
+    out = server.eval(sid, code)["value"]["repr"]
+    out = eval(out)
+    assert out["umount /proc"] == (-1, 1) and out["mount cgroupfs"] == (-1, 1), out  # EPERM
+    assert out["cgroup files"] == [] and out["init fds"] == ["PermissionError"], out
+    assert out["ptrace init"] == (-1, 1), out
+
+
+@needs_cgroups
+def test_an_earlier_oom_of_a_subprocess_does_not_name_a_later_exit(make_server):
+    server = make_server()
+    sid = server.create(limits={"memoryMb": 256})
+    # Two children of 150 MB in a 256 MB session: the kernel kills one of them.
+    code = ("import os, time\nkids = []\nfor _ in range(2):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        b = bytearray(150 << 20)\n        for j in range(0, len(b), 4096): b[j] = 1\n"
+            "        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+            "sorted(os.waitpid(k, 0)[1] for k in kids)")
+    assert server.eval(sid, code, wait=40)["value"]["repr"] == "[0, 9]"
+    r = server.eval(sid, "os._exit(3)")
+    assert (r["status"], r["cause"]) == ("killed", "exit 3"), r
+
+
+@needs_cgroups
+def test_processes_counts_the_sessions_own_processes_only(make_server):
+    server = make_server()
+    sid = server.create(limits={"processes": 3})  # the child, its output flusher, one more
+    code = ("import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)[1]")
+    assert server.eval(sid, code)["value"]["repr"] == "0"

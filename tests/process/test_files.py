@@ -95,3 +95,39 @@ def test_a_fifo_never_blocks_the_server(server):
         assert info.value.code == -32602 and "not a regular file" in info.value.error["data"]
     kinds = {e["path"]: e["kind"] for e in server.call("session/listFiles", {"session": sid})["entries"]}
     assert kinds == {"pipe": "other"}
+
+
+@pytest.mark.timeout(60)
+def test_a_cell_that_moves_its_work_directory_cannot_redirect_the_file_methods(server, tmp_path):
+    created = server.call("session/create", {}, timeout=30)
+    sid, workdir = created["session"], created["workdir"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server.eval(sid, f"import os\nw = os.getcwd()\nos.rename(w, w + '.moved')\nos.symlink({str(elsewhere)!r}, w)")
+    server.call("session/writeFile", {"session": sid, "path": "pwn", "text": "x"})
+    assert not (elsewhere / "pwn").exists()  # it went to the directory itself, wherever it is
+    assert os.path.exists(workdir + ".moved/pwn")
+    server.call("session/close", {"session": sid})
+    assert not os.path.lexists(workdir) and not os.path.exists(workdir + ".moved")
+    assert elsewhere.is_dir()
+
+
+def test_names_with_nul_bytes_and_bad_modes_are_invalid_params(server):
+    sid = server.create()
+    for method, params in (("session/readFile", {"path": "a\u0000b"}),
+                           ("session/writeFile", {"path": "a\u0000b", "text": "x"}),
+                           ("session/listFiles", {"path": "a\u0000b"}),
+                           ("session/writeFile", {"path": "a", "text": "x", "mode": 2 ** 40})):
+        with pytest.raises(RpcError) as info:
+            server.call(method, {"session": sid, **params})
+        assert info.value.code == -32602, (method, info.value.error)
+
+
+@pytest.mark.timeout(60)
+def test_a_huge_directory_is_listed_in_part_without_stalling_other_sessions(server):
+    sid, other = server.create(), server.create()
+    server.eval(sid, "import os\nos.mkdir('many')\nfor i in range(12_000):\n    open(f'many/{i}', 'w').close()", wait=60)
+    rid = server.send("session/listFiles", {"session": sid, "path": "many"})
+    assert server.eval(other, "1 + 1")["value"]["repr"] == "2"
+    listed = server.reply(rid, 30)["result"]
+    assert listed["truncated"] is True and len(listed["entries"]) == 10_000

@@ -60,7 +60,7 @@ class Starter:
     def __init__(self) -> None:
         self.children: list[FakeChild] = []
 
-    async def start(self, configure: ch.Configure, env: Any) -> FakeChild:
+    async def start(self, configure: ch.Configure, env: Any, strict: Any = None) -> FakeChild:
         child = FakeChild(1000 + len(self.children))
         self.children.append(child)
         return child
