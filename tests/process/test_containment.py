@@ -206,3 +206,16 @@ def test_an_oom_kill_of_the_child_is_named_by_its_cgroup(server):
     r = server.eval(sid, code, wait=40)
     assert (r["status"], r["cause"], r["stateLost"]) == ("killed", "memory", True), r
     assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_servers_cgroups_and_work_directories_are_removed(make_server):
+    import glob
+
+    server = make_server()
+    workdir = server.call("session/create", {}, timeout=30)["workdir"]
+    groups = glob.glob(f"/sys/fs/cgroup/*/**/cellbox-{server.proc.pid}", recursive=True)
+    assert (len(groups) > 0) == (NO_CGROUPS is None)
+    server.proc.kill()
+    server.proc.wait(10)
+    poll_until(lambda: not os.path.exists(workdir) and not any(os.path.exists(g) for g in groups), 20)
