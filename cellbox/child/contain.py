@@ -29,6 +29,7 @@ from cellbox.protocol.channel import STATUS
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWUSER = 0x10000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
 
@@ -62,8 +63,14 @@ def enter(supervisor: int, strict: Any = None) -> int | None:
         pidfd = os.pidfd_open(supervisor)
     except OSError:
         return None
+    uid, gid = os.geteuid(), os.getegid()
     try:
-        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS), "unshare")
+        # Not root: a user namespace of its own, with the same ids, is what lets it have the rest.
+        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS | (CLONE_NEWUSER if uid else 0)), "unshare")
+        if uid:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
     except OSError:
         os.close(pidfd)
         return None
@@ -120,7 +127,8 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
         except OSError as exc:
             _fail(keep[2], f"{'strict isolation' if strict else 'containment'}: {exc}")
         return
-    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: its /proc/1/* are out of the session's reach
+    if os.geteuid() == 0 or strict is not None:  # (a server not root could not read it either)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: its /proc/1/* are out of the session's reach
     for fd in keep:
         os.close(fd)
     _wait(child, pidfd, status_fd, wake_r)

@@ -343,7 +343,16 @@ def containment_unavailable() -> str | None:
     except (OSError, StopIteration, ValueError):
         return "cannot read this process's capabilities"
     if not caps & (1 << CAP_SYS_ADMIN):
-        return "not root (creating a PID namespace needs CAP_SYS_ADMIN)"
+        # Not root: a user namespace of its own gives a session its PID namespace.
+        for path, off, what in (("/proc/sys/user/max_user_namespaces", "0", "user.max_user_namespaces is 0"),
+                                ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+                                 "kernel.unprivileged_userns_clone is 0")):
+            try:
+                with open(path) as f:
+                    if f.read().strip() == off:
+                        return f"not root, and no user namespaces for other users ({what})"
+            except OSError:
+                pass
     return None
 
 
@@ -354,6 +363,8 @@ def strict_missing(zygote: bool) -> list[str]:
     why = containment_unavailable()
     if why is not None:
         missing.append(f"pidns ({why})")
+    if os.geteuid() != 0:
+        missing.append("root (a strict session runs as an unprivileged id of its own)")
     if not zygote:
         missing.append("zygote (--no-zygote was given)")
     for path, want, what in (("/proc/sys/user/max_user_namespaces", "0", "userns (user.max_user_namespaces is 0)"),
