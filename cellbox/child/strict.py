@@ -25,11 +25,12 @@ import fcntl
 import os
 import socket
 import struct
+import sys
 
 INSIDE_ID = 1000
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
 
 # Landlock (ABI 1-7): the rights that change the file system; reads are left alone.
 _LL_WRITE = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12)
@@ -88,21 +89,39 @@ def become_unprivileged(uid: int, gid: int, network: bool) -> None:
             f.write(text)
 
 
+def _hidden_needs(workdir: str) -> list[tuple[str, bool]]:
+    """What a private /tmp or /dev/shm would hide that the session needs, as (path,
+    writable): the work directory, and the Python installation and import paths (a venv or
+    checkout under /tmp), outermost first."""
+    wanted = [(os.path.realpath(workdir), True)] if workdir else []
+    for path in {sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}:
+        if path and os.path.isdir(path):
+            wanted.append((os.path.realpath(path), False))
+    under = [(p, w) for p, w in wanted if p.startswith(("/tmp/", "/dev/shm/"))]
+    out: list[tuple[str, bool]] = []
+    for path, writable in sorted(under, key=lambda pw: (len(pw[0]), not pw[1])):
+        if not any(path == q or path.startswith(q + "/") for q, _ in out):
+            out.append((path, writable))
+    return out
+
+
 def build_view(workdir: str, network: bool) -> None:
-    """In the namespace's init: a private /tmp and /dev/shm with the work directory bound back
-    in place, and loopback up. Raises ``OSError``."""
+    """In the namespace's init: a private /tmp and /dev/shm with the work directory and the
+    Python the session runs bound back in place (the latter read-only), and loopback up.
+    Raises ``OSError``."""
     libc = _libc()
-    keep = os.open(workdir, os.O_PATH | os.O_DIRECTORY) if workdir else -1
+    keep = [(path, writable, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path, writable in _hidden_needs(workdir)]
     for target in ("/tmp", "/dev/shm"):
         if os.path.isdir(target):
             _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"),
                    f"=0 mount tmpfs on {target}")
-    if keep >= 0:
-        if not os.path.isdir(workdir):
-            os.makedirs(workdir)
-            _check(libc.mount(f"/proc/self/fd/{keep}".encode(), workdir.encode(), None, MS_BIND, None),
-                   f"=0 bind {workdir}")
-        os.close(keep)
+    for path, writable, fd in keep:
+        os.makedirs(path, exist_ok=True)
+        _check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None), f"=0 bind {path}")
+        if not writable:
+            _check(libc.mount(None, path.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+                   f"=0 read-only {path}")
+        os.close(fd)
     if not network:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", 0x1 | 0x8 | 0x40))  # SIOCSIFFLAGS: up

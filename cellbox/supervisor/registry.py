@@ -190,7 +190,8 @@ class Registry:
             detection=params.detection,
             ast_cache_size=o.ast_cache_size,
             cwd=workdir,
-            env=params.env,
+            # A strict session's home is its private /tmp: caches there work (the host's is read-only).
+            env={"HOME": "/tmp", **(params.env or {})} if strict is not None else params.env,
             strict=strict,
         )
         sid = os.urandom(6).hex()

@@ -51,7 +51,9 @@ def test_a_strict_session_runs_cells_like_any_other(make_server):
     server = make_server("--kill-grace", "0.5")
     created = server.call("session/create", {"isolation": "strict"}, timeout=30)
     sid, workdir = created["session"], created["workdir"]
-    assert _value(server, sid, "import os; (os.getuid(), os.getcwd())") == (1000, workdir)
+    assert _value(server, sid, "import os; (os.getuid(), os.getcwd(), os.environ['HOME'])") == (1000, workdir, "/tmp")
+    # The Python it runs is there (even a venv under /tmp, behind the private /tmp), read-only.
+    assert _value(server, sid, "import sys, os; os.path.isdir(sys.prefix) and not os.access(sys.prefix, os.W_OK)")
     assert _value(server, sid, "import asyncio\nawait asyncio.sleep(0.01)\nx = 41\nx + 1") == 42
     rid = server.start(sid, "import time\nprint('ready', flush=True)\ntime.sleep(30)")
     server.call("session/interrupt", {"session": sid})
@@ -60,7 +62,8 @@ def test_a_strict_session_runs_cells_like_any_other(make_server):
     assert (r["status"], r["stateLost"]) == ("timeout", False)
     assert _value(server, sid, "x") == 41
     assert _value(server, sid, "import subprocess; subprocess.run(['true']).returncode") == 0
-    matches = server.call("session/complete", {"session": sid, "code": "import os; os.getc", "cursor": 18})
+    server.eval(sid, "import os")  # (answered from the live namespace, without jedi's warm-up)
+    matches = server.call("session/complete", {"session": sid, "code": "os.getc", "cursor": 7})
     assert "getcwd" in matches["matches"]
     server.call("session/writeFile", {"session": sid, "path": "d/in.txt", "text": "from outside"})
     assert _value(server, sid, "open('d/in.txt', 'a').write('+'); open('d/in.txt').read()") == "from outside+"
