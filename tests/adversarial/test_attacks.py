@@ -128,8 +128,10 @@ def test_fd_exhaustion_stays_in_the_session(arena):
 
 
 @needs_pidns
-@pytest.mark.parametrize("then", ["close", "server killed"])
+@pytest.mark.parametrize("then", ["close", "restart", "exit", "server killed"])
 def test_daemon_escape_dies_with_the_session(make_server, then):
+    """A daemon that leaves by every door (double fork, new session, emptied environment,
+    exec) is found afterwards only by the token on its command line."""
     server = make_server()
     sid = server.create()
     token = f"cbx-adv-{uuid.uuid4().hex}"
@@ -140,6 +142,11 @@ def test_daemon_escape_dies_with_the_session(make_server, then):
     poll_until(lambda: _running(token), 10)
     if then == "close":
         server.call("session/close", {"session": sid})
+    elif then == "restart":
+        server.call("session/restart", {"session": sid}, timeout=30)
+        assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
+    elif then == "exit":
+        assert server.eval(sid, "import os; os._exit(0)")["status"] == "killed"
     else:
         server.proc.kill()
         server.proc.wait(10)

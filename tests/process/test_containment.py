@@ -8,7 +8,6 @@ CI runs as root, where none of them skips.
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
@@ -17,39 +16,6 @@ from tests.harness import poll_until
 
 UNAVAILABLE = process.containment_unavailable()
 NO_CGROUPS = cgroups.unavailable()
-
-# A daemon that leaves by every door: a double fork, a new session, an emptied environment
-# and an exec. It is found afterwards only by the token on its command line.
-ESCAPE = """
-import os, sys
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        os.execve(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)', {token!r}], {{}})
-    os._exit(0)
-os.wait()
-"""
-
-
-def _running(token: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if token.encode() in f.read().split(b"\0"):
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
-def _escape(server, sid: str) -> str:
-    token = f"cbx-escape-{uuid.uuid4().hex}"
-    assert server.eval(sid, ESCAPE.format(token=token))["status"] == "ok"
-    poll_until(lambda: _running(token), 10)  # it is out there, on its own
-    return token
-
 
 def test_initialize_reports_the_containment_in_use(server):
     isolation = server.call("initialize", {})["capabilities"]["cellbox"]["isolation"]
@@ -68,25 +34,6 @@ def test_no_containment_is_reported_when_turned_off(make_server):
 
 
 needs_pidns = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"containment unavailable: {UNAVAILABLE}")
-
-
-@needs_pidns
-@pytest.mark.parametrize("how", ["close", "restart", "exit", "server killed"])
-def test_no_daemon_outlives_its_session(make_server, how):
-    server = make_server()
-    sid = server.create()
-    token = _escape(server, sid)
-    if how == "close":
-        server.call("session/close", {"session": sid})
-    elif how == "restart":
-        server.call("session/restart", {"session": sid}, timeout=30)
-        assert server.eval(sid, "1 + 1")["value"]["repr"] == "2"
-    elif how == "exit":
-        assert server.eval(sid, "import os; os._exit(0)")["status"] == "killed"
-    else:
-        server.proc.kill()
-        server.proc.wait(10)
-    poll_until(lambda: not _running(token), 10)
 
 
 @needs_pidns
