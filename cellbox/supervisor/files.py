@@ -125,8 +125,11 @@ def write(root: int, p: m.WriteFileParams, owner: tuple[int, int] | None = None)
         fd = _openat(root, "/".join(parts), os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK,
                      0o644 if p.mode is None else p.mode)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise errors.InvalidParams(data=f"{p.path!r} exists and is not a regular file")
+            if info.st_nlink > 1:  # another name of it may be outside: not the server's to change
+                raise errors.InvalidParams(data=f"{p.path!r} has other hard links")
             os.set_blocking(fd, True)
             os.ftruncate(fd, 0)
             view = memoryview(data)

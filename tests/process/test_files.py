@@ -131,3 +131,14 @@ def test_a_huge_directory_is_listed_in_part_without_stalling_other_sessions(serv
     assert server.eval(other, "1 + 1")["value"]["repr"] == "2"
     listed = server.reply(rid, 30)["result"]
     assert listed["truncated"] is True and len(listed["entries"]) == 10_000
+
+
+def test_a_hard_link_is_never_written_through(server, tmp_path):
+    sid = server.create()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    server.eval(sid, f"import os; os.link({str(outside)!r}, 'alias')")
+    with pytest.raises(RpcError) as info:
+        server.call("session/writeFile", {"session": sid, "path": "alias", "text": "changed"})
+    assert info.value.code == -32602 and "hard links" in info.value.error["data"]
+    assert outside.read_text() == "keep me"
