@@ -77,12 +77,20 @@ class ChildGroup:
 
     @property
     def procs(self) -> list[str]:
-        """The ``cgroup.procs`` files a process writes ``0`` to, to join the group."""
-        return [os.path.join(d, "cgroup.procs") for d in self.dirs.values()]
+        """The ``cgroup.procs`` files a process writes ``0`` to, to join the group at its
+        start. Not the ``cpu`` one: a move into a v1 ``cpu`` group waits for an RCU grace
+        period (10-20 ms), so a child joins it only when its session asks for ``cpuPercent``."""
+        return [os.path.join(d, "cgroup.procs") for name, d in self.dirs.items() if name != "cpu"]
 
     def join(self, pid: int) -> None:
         for path in self.procs:
             _write(path, str(pid))
+
+    def move(self, pid: int, controllers: list[str]) -> None:
+        """Move ``pid`` into the group of each of ``controllers`` that exists (see ``procs``)."""
+        for name in controllers:
+            if name in self.dirs:
+                _write(os.path.join(self.dirs[name], "cgroup.procs"), str(pid))
 
     def apply(self, memory_mb: int | None, processes: int | None, cpu_percent: int | None) -> None:
         """Write the session's limits (raises ``OSError`` if the kernel refuses one)."""

@@ -91,7 +91,11 @@ class Launcher:
         forked = None
         if zygote is not None and (fork or zygote.contain or strict):  # a fresh one too, in a namespace
             # A contained child is never started uncontained: wait for a replacement zygote.
-            forked = await zygote.fork(env, fresh=not fork, cgroup=group.procs if group else None, strict=strict,
+            # A contained child joins its cgroups only when its session's limits need them: a
+            # move into a v1 cgroup waits for an RCU grace period (10-20 ms), and its PID
+            # namespace already takes everything it starts with it.
+            joined = group.procs if group is not None and not (zygote.contain or strict) else None
+            forked = await zygote.fork(env, fresh=not fork, cgroup=joined, strict=strict,
                                        wait=zygote.contain or strict is not None)
         if forked is None and (strict is not None or (zygote is not None and zygote.contain and zygote.enabled)):
             if group is not None:
@@ -133,6 +137,15 @@ class Launcher:
                 # A contained child's init is in its group too, and not the session's to count.
                 extra = 1 if child.init is not None else 0
                 child.cgroup.apply(lim.memory_mb, lim.processes and lim.processes + extra, lim.cpu_percent)
+                needed = [name for name, want in (("memory", lim.memory_mb), ("pids", lim.processes),
+                                                  ("cpu", lim.cpu_percent)) if want]
+                if child.init is not None and needed:  # its init first (what it forks follows), then its child
+                    child.cgroup.move(child.init, needed)
+                    inner = process.child_of_init(child.init)
+                    if inner is not None:
+                        child.cgroup.move(inner, needed)
+                elif lim.cpu_percent:
+                    child.cgroup.move(child.pid, ["cpu"])
             except (OSError, ValueError) as exc:
                 child.kill()
                 raise SessionStartFailed(data=f"the session's limits cannot be set: {exc}") from None

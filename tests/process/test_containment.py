@@ -166,3 +166,13 @@ def test_a_killed_servers_cgroups_and_work_directories_are_removed(make_server):
     server.proc.kill()
     server.proc.wait(10)
     poll_until(lambda: not os.path.exists(workdir) and not any(os.path.exists(g) for g in groups), 20)
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_cpu_percent_holds_the_session_to_its_quota(server):
+    sid = server.create(limits={"cpuPercent": 20})
+    code = ("import time, resource\nt0 = time.monotonic(); c0 = time.process_time()\n"
+            "while time.monotonic() - t0 < 1.0:\n    pass\n(time.process_time() - c0) / (time.monotonic() - t0)")
+    share = float(server.eval(sid, code, wait=30)["value"]["repr"])
+    assert share < 0.5, share  # about 0.2 of a core, not a whole one
