@@ -30,6 +30,7 @@ from cellbox.protocol.channel import STATUS
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWIPC = 0x08000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
 
@@ -66,7 +67,8 @@ def enter(supervisor: int, strict: Any = None) -> int | None:
     uid, gid = os.geteuid(), os.getegid()
     try:
         # Not root: a user namespace of its own, with the same ids, is what lets it have the rest.
-        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS | (CLONE_NEWUSER if uid else 0)), "unshare")
+        # Its own System V IPC too: shared memory a session makes dies with it.
+        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWUSER if uid else 0)), "unshare")
         if uid:
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:

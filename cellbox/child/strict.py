@@ -28,7 +28,7 @@ import struct
 import sys
 
 INSIDE_ID = 1000
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x10000000, 0x40000000, 0x08000000, 0x04000000
 NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
 
@@ -49,7 +49,7 @@ DENIED = {
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "pidfd_getfd": 438,
     "swapon": 167, "swapoff": 168, "reboot": 169, "acct": 163,
 }
-_SYS_CLONE, _SYS_CLONE3 = 56, 435
+_SYS_CLONE, _SYS_CLONE3, _SYS_IOCTL = 56, 435, 16
 _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
 _EPERM, _ENOSYS = 1, 38
 
@@ -82,7 +82,7 @@ def become_unprivileged(uid: int, gid: int, network: bool) -> None:
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     _check(_libc().prctl(4, 1, 0, 0, 0), "=0 dumpable")  # PR_SET_DUMPABLE: own /proc/self again
-    flags = CLONE_NEWUSER | 0x20000000 | 0x00020000 | (0 if network else CLONE_NEWNET)
+    flags = CLONE_NEWUSER | 0x20000000 | 0x00020000 | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
     _check(_libc().unshare(flags), "=0 unshare")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{INSIDE_ID} {uid} 1"), ("gid_map", f"{INSIDE_ID} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
@@ -111,8 +111,10 @@ def build_view(workdir: str, network: bool) -> None:
     Raises ``OSError``."""
     libc = _libc()
     keep = [(path, writable, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path, writable in _hidden_needs(workdir)]
-    for target in ("/tmp", "/dev/shm"):
-        if os.path.isdir(target):
+    # Without the network, no host service by a socket path either (/run holds them).
+    hidden = ("/tmp", "/dev/shm") if network else ("/tmp", "/dev/shm", "/run", "/var/run")
+    for target in hidden:
+        if os.path.isdir(target) and not os.path.islink(target):
             _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"),
                    f"=0 mount tmpfs on {target}")
     for path, writable, fd in keep:
@@ -188,7 +190,13 @@ def _seccomp(libc: ctypes.CDLL) -> None:
     ]
     for nr in sorted(DENIED.values()):
         prog += [jump(jeq, nr, 0, 1), stmt(deny, _RET_ERRNO | _EPERM)]
-    prog += [
+    prog += [  # ioctl TIOCSTI / TIOCLINUX: no typing into a terminal
+        jump(jeq, _SYS_IOCTL, 0, 5),
+        stmt(ld, 24),  # its request (low half)
+        jump(jeq, 0x5412, 2, 0),
+        jump(jeq, 0x541C, 1, 0),
+        stmt(allow, _RET_ALLOW),
+        stmt(deny, _RET_ERRNO | _EPERM),
         jump(jeq, _SYS_CLONE, 0, 3),
         stmt(ld, 16),  # clone's flags (low half): no new namespaces
         jump(jset, NAMESPACE_FLAGS, 0, 1),
@@ -203,6 +211,9 @@ def _seccomp(libc: ctypes.CDLL) -> None:
 
 
 def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    for cap in range(64):  # the bounding set too (EINVAL past the last one the kernel knows)
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            break
     header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0), 8)  # _LINUX_CAPABILITY_VERSION_3
     data = ctypes.create_string_buffer(bytes(24), 24)
     _check(libc.capset(header, data), "=0 capset")

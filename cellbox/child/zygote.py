@@ -37,7 +37,7 @@ def rechannel(fds: list[int], env: dict[str, str], supervisor: int, *, contained
     intermediate parent exits). A ``contained`` child's parent is its namespace's init
     (pid 1), which watches the supervisor for it.
     """
-    os.setpgid(0, 0)
+    os.setsid()  # its own session and process group, and no controlling terminal to type into
     while not contained and os.getppid() != supervisor:
         if os.getppid() == 1:  # no subreaper adopted us: the supervisor is gone
             os._exit(70)

@@ -34,9 +34,10 @@ log = logging.getLogger("cellbox.supervisor")
 START_TIMEOUT = 30.0
 
 
-def session_env(session: str, env: dict[str, str] | None) -> dict[str, str]:
-    """The child's environment: the server's, the session's ``env`` over it, and markers."""
-    full = dict(os.environ)
+def session_env(session: str, env: dict[str, str] | None, *, only: bool = False) -> dict[str, str]:
+    """The child's environment: the server's, the session's ``env`` over it, and markers;
+    ``only``: the session's ``env`` instead of the server's (a strict session)."""
+    full = {} if only else dict(os.environ)
     full.update(env or {})
     full[process.MARKER] = process.child_marker(session) if session else ""
     full["CELLBOX_PARENT"] = str(os.getpid())
@@ -120,7 +121,7 @@ class Launcher:
         be started, exits, or does not answer within ``START_TIMEOUT``."""
         if self._before is not None:
             self._before()
-        full_env = session_env(configure.session, env)
+        full_env = session_env(configure.session, env, only=strict is not None)
         child = self.pool.take() if not env and strict is None else None
         if child is not None:
             try:

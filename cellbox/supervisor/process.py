@@ -67,7 +67,7 @@ def spawn_python(module: str, env: dict[str, str], file_actions: list[tuple]) ->
         [sys.executable, "-c", boot_code(module)],
         env,
         file_actions=file_actions,
-        setpgroup=0,
+        setsid=True,  # its own session (so its own process group) and no controlling terminal
         setsigdef=SPAWN_SIGDEF,
         setsigmask=(),
     )
@@ -403,3 +403,28 @@ def _unreadable_for_others(paths: list[str]) -> str | None:
             except OSError:
                 return current
     return None
+
+
+LEASES = "/run/cellbox/ids"  # one locked file per id in use, host-wide
+
+
+def lease_id(base: int, span: int = 1 << 20) -> tuple[int, int]:
+    """An id in ``[base, base + span)`` that no other session on this host holds: its file
+    under ``LEASES`` locked by the returned descriptor, which holds it until closed (or this
+    process dies). Raises ``OSError`` if none is free."""
+    import fcntl
+
+    root = LEASES if os.access(os.path.dirname(os.path.dirname(LEASES)), os.W_OK) else os.path.join(
+        "/tmp", f"cellbox-ids-{os.geteuid()}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    start = int.from_bytes(os.urandom(4), "little") % span
+    for i in range(span):
+        candidate = base + (start + i) % span
+        fd = os.open(os.path.join(root, str(candidate)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return candidate, fd
+    raise OSError("no free id for a strict session")

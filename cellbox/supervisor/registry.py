@@ -53,10 +53,24 @@ class ServeOptions:
 STRICT_IDS = 1_000_000
 
 
+#: What a strict session's environment keeps of the server's; the rest (tokens, keys) stays out.
+STRICT_ENV = ("PATH", "LANG", "LANGUAGE", "TERM", "TZ")
+
+
+def strict_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """A strict session's environment: a few neutral variables of the server's, a home in its
+    private /tmp (caches there work; the host's is read-only), then the session's own."""
+    base = {k: v for k, v in os.environ.items() if k in STRICT_ENV or k.startswith(("LC_", "CELLBOX_"))}
+    return {**base, "HOME": "/tmp", **(extra or {})}
+
+
 def _release_workdir(session: Session) -> None:
     """Close the session's descriptor of its work directory, removing the directory first if
     it was made for it: where it is now (a cell may have renamed it), and a symlink a cell
     put at its old path."""
+    for lease in session.leases:  # its strict uid is free again once it is gone
+        os.close(lease)
+    session.leases.clear()
     fd, session.workdir_fd = session.workdir_fd, -1
     if fd < 0:
         return
@@ -91,7 +105,6 @@ class Registry:
         self.stopping = False  # set by the server when it begins to exit
         self._counted: set[str] = set()  # sessions counted in ``stats.created``
         self._names: dict[str, Session] = {}  # the open sessions that have a name
-        self._strict_ids = 0
         self._strict_missing: list[str] | None = None
 
     def strict_missing(self) -> list[str]:
@@ -167,8 +180,7 @@ class Registry:
             missing = self.strict_missing()
             if missing:
                 raise errors.SessionStartFailed(data=f"strict isolation needs: {'; '.join(missing)}")
-            self._strict_ids += 1
-            uid = STRICT_IDS + ((os.getpid() % 4096) << 12) + self._strict_ids % 4096
+            uid, lease = process.lease_id(STRICT_IDS)
         # A fresh one is named after this server, so that its sentinel can remove it if the
         # server dies before it could (a kept one is not).
         workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-" if params.keep_workdir else process.workdir_prefix())
@@ -190,14 +202,15 @@ class Registry:
             detection=params.detection,
             ast_cache_size=o.ast_cache_size,
             cwd=workdir,
-            # A strict session's home is its private /tmp: caches there work (the host's is read-only).
-            env={"HOME": "/tmp", **(params.env or {})} if strict is not None else params.env,
+            env=strict_env(params.env) if strict is not None else params.env,
             strict=strict,
         )
         sid = os.urandom(6).hex()
         session = Session(
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
+        if strict is not None:
+            session.leases.append(lease)
         session.workdir = workdir
         session.workdir_fd = files.open_root(workdir)
         session.owns_workdir = params.cwd is None and not params.keep_workdir

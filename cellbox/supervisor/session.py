@@ -115,6 +115,7 @@ class Session:
         self.workdir = settings.cwd or ""  # its child's cwd, where session/*File work
         self.workdir_fd = -1  # a descriptor of it, held while the session is open
         self.owns_workdir = False  # made for it: removed when it closes
+        self.leases: list[int] = []  # descriptors holding what is its alone (a strict uid)
         self._starter = starter
         self._outlet = outlet
         self._stats = stats

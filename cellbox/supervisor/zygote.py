@@ -116,7 +116,11 @@ class Zygote:
 
     def _spawn(self) -> _Process:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        zenv = dict(os.environ)
+        # Only what an interpreter needs to start: a forked child's /proc/self/environ is this
+        # block whatever its session's environment is, and a strict session must not read the
+        # server's secrets there (a session gets its own environment when it is configured).
+        zenv = {k: v for k, v in os.environ.items()
+                if k in ("PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TZ") or k.startswith(("LC_", "PYTHON", "LD_", "CELLBOX_"))}
         zenv["CELLBOX_PARENT"] = str(os.getpid())
         try:
             pid = spawn_python(

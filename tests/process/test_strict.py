@@ -156,3 +156,26 @@ def test_a_strict_session_cannot_reach_the_server_or_another_session(make_server
             "    except OSError as e:\n        out.append(type(e).__name__)\nout") % (server.proc.pid, other_pid)
     assert _value(server, sid, code) == ["ProcessLookupError", "FileNotFoundError"] * 2
     assert server.eval(other, "secret")["value"]["repr"] == "42"
+
+
+@needs_strict
+def test_what_an_adversarial_review_found_stays_closed(make_server):
+    server = make_server(env={"CELLBOX_TEST_SECRET_OUTSIDE": "x", "SECRET_TOKEN": "hunter2"})
+    a, b = server.create(isolation="strict"), server.create(isolation="strict")
+    uids = set()
+    for sid in (a, b):
+        (pid,) = [s["pid"] for s in server.call("session/list")["sessions"] if s["session"] == sid]
+        with open(f"/proc/{pid}/status") as f:
+            uids.add(next(line.split()[1] for line in f if line.startswith("Uid:")))
+    assert len(uids) == 2  # an id of its own each
+    code = ("import os, ctypes\nout = {}\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "out['shm'] = libc.shmget(0x7357, 1 << 20, 0o1000 | 0o666) >= 0\n"
+            "try:\n    open('/dev/tty'); out['tty'] = 'opened'\nexcept OSError as e:\n    out['tty'] = type(e).__name__\n"
+            "out['run'] = os.listdir('/run')\n"
+            "out['secret'] = 'SECRET_TOKEN' in os.environ or b'hunter2' in open('/proc/self/environ', 'rb').read()\nout")
+    out = _value(server, a, code)
+    assert out["shm"] is True and out["tty"] == "OSError" and out["run"] == [], out
+    assert out["secret"] is False
+    server.call("session/close", {"session": a})
+    with open("/proc/sysvipc/shm") as f:  # its IPC namespace died with it
+        assert "29527" not in [line.split()[0] for line in f.read().splitlines()[1:]]  # 0x7357
