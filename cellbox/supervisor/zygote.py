@@ -35,7 +35,8 @@ from cellbox.supervisor.process import Started, boot_code, spawn_python
 log = logging.getLogger("cellbox.supervisor")
 
 MAX_FAILURES = 3
-START_TIMEOUT = 30.0  # for a zygote to announce itself (in the background)
+START_TIMEOUT = 10.0  # for a zygote to announce itself (in the background); then another is tried
+WAIT_LIMIT = 30.0  # how long a contained child waits for a replacement zygote
 START_WAIT = 5.0  # how long a fork waits for the first zygote to be ready
 FORK_TIMEOUT = 1.0  # a ready zygote answers a fork in milliseconds
 
@@ -150,9 +151,9 @@ class Zygote:
         fresh interpreter). ``fresh``: the fork executes a fresh interpreter (only when
         ``contain``: that is what the namespace is for). Takes at most ``FORK_TIMEOUT``
         seconds once a zygote is ready. ``wait``: when the zygote is stuck or gone, wait (up
-        to ``START_TIMEOUT``, the most a replacement may take) instead of returning None (a
-        contained child must not be started any other way)."""
-        deadline = anyio.current_time() + (START_TIMEOUT if wait else START_WAIT)
+        to ``WAIT_LIMIT``, time for a stuck replacement to be replaced in turn) instead of
+        returning None (a contained child must not be started any other way)."""
+        deadline = anyio.current_time() + (WAIT_LIMIT if wait else START_WAIT)
         while self.enabled:
             if self._current is None:
                 self._kick()
