@@ -18,6 +18,7 @@ server's life; every zygote process is killed and reaped by ``close``.
 from __future__ import annotations
 
 import array
+import asyncio
 import logging
 import os
 import signal
@@ -250,7 +251,10 @@ class Zygote:
             log.warning("zygote %d exited (status %d); it will be replaced", proc.pid, status)
         self._fail(proc)
         anyio.notify_closing(proc.sock)  # a task waiting on it gets ClosedResourceError
-        proc.sock.close()
+        # Closed a little later: closed now, its number could go at once to the replacement's
+        # socket while the loop still holds the old registration, and the replacement's
+        # announcement would never be seen (it then waited START_TIMEOUT for nothing).
+        asyncio.get_running_loop().call_later(0.5, proc.sock.close)
         self._procs.remove(proc)
         proc.gone.set()
 
