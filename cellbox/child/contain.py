@@ -18,13 +18,12 @@ init writes at most one status and then exits.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
-import struct
 from typing import Any
 
+from cellbox.child import kernel
 from cellbox.protocol.channel import STATUS
 
 CLONE_NEWNS = 0x00020000
@@ -33,16 +32,6 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWIPC = 0x08000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def enter(supervisor: int, strict: Any = None) -> int | None:
@@ -68,11 +57,9 @@ def enter(supervisor: int, strict: Any = None) -> int | None:
     try:
         # Not root: a user namespace of its own, with the same ids, is what lets it have the rest.
         # Its own System V IPC too: shared memory a session makes dies with it.
-        _check(_libc().unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWUSER if uid else 0)), "unshare")
+        kernel.check(kernel.libc().unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWUSER if uid else 0)), "unshare")
         if uid:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
+            kernel.map_ids(uid, uid, gid, gid)
     except OSError:
         os.close(pidfd)
         return None
@@ -93,13 +80,13 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
     """In pid 1 of the new namespace: set up, fork the session child and return in it; the
     init itself never returns. ``keep`` are the descriptors the child needs (stdin, stdout,
     stderr, channel: init closes its own copies of them); ``strict``: see ``enter``."""
-    libc = _libc()
+    libc = kernel.libc()
     libc.prctl(15, b"cellbox-init", 0, 0, 0)  # PR_SET_NAME, first: it is not the zygote
     try:
-        _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
-        _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
+        kernel.check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private")
+        kernel.check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mounting /proc")
         if os.path.isdir("/sys/fs/cgroup"):  # its cgroups are not its to leave or change
-            _check(libc.mount(b"tmpfs", b"/sys/fs/cgroup", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=555"),
+            kernel.check(libc.mount(b"tmpfs", b"/sys/fs/cgroup", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=555"),
                    "hiding /sys/fs/cgroup")
         if strict is not None:
             from cellbox.child import strict as layers
@@ -125,7 +112,7 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
 
                 layers.lock_down(strict.workdir)
             else:
-                drop_capabilities(ESCAPES)
+                kernel.drop_capabilities(ESCAPES)
         except OSError as exc:
             _fail(keep[2], f"{'strict isolation' if strict else 'containment'}: {exc}")
         return
@@ -140,25 +127,6 @@ def become_init(pidfd: int, status_fd: int, keep: list[int], strict: Any = None)
 #: leave its namespaces (unmount its /proc, mount cgroupfs), trace init or load modules.
 ESCAPES = (16, 17, 19, 21, 22, 32, 33, 38, 39)  # SYS_MODULE, SYS_RAWIO, SYS_PTRACE, SYS_ADMIN,
 # SYS_BOOT, MAC_OVERRIDE, MAC_ADMIN, PERFMON, BPF
-
-
-def drop_capabilities(caps: tuple[int, ...]) -> None:
-    """Remove ``caps`` from this process's bounding, effective, permitted and inheritable sets."""
-    libc = _libc()
-    for cap in caps:
-        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # PR_CAPBSET_DROP; EINVAL: unknown
-            _check(-1, f"dropping capability {cap}")
-    header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0), 8)  # version 3
-    data = ctypes.create_string_buffer(24)
-    _check(libc.capget(header, data), "capget")
-    words = list(struct.unpack("<6I", data.raw))  # (effective, permitted, inheritable) x 2
-    mask = [0, 0]
-    for cap in caps:
-        mask[cap // 32] |= 1 << (cap % 32)
-    for i in range(6):
-        words[i] &= ~mask[i // 3] & 0xFFFFFFFF
-    data = ctypes.create_string_buffer(struct.pack("<6I", *words), 24)
-    _check(libc.capset(header, data), "capset")
 
 
 def _fail(stderr: int, text: str) -> None:

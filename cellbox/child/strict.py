@@ -27,6 +27,8 @@ import socket
 import struct
 import sys
 
+from cellbox.child import kernel
+
 INSIDE_ID = 1000
 CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x10000000, 0x40000000, 0x08000000, 0x04000000
 NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
@@ -54,23 +56,10 @@ _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
 _EPERM, _ENOSYS = 1, 38
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0 or (result != 0 and what.startswith("=0 ")):
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what.removeprefix('=0 ')}: {os.strerror(errno)}")
-    return result
-
-
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version (0: none)."""
     try:
-        libc = _libc()
-        libc.syscall.restype = ctypes.c_long
-        return max(int(libc.syscall(_SYS_LANDLOCK_CREATE, None, 0, 1)), 0)
+        return max(int(kernel.libc().syscall(_SYS_LANDLOCK_CREATE, None, 0, 1)), 0)
     except (OSError, AttributeError):
         return 0
 
@@ -81,12 +70,10 @@ def become_unprivileged(uid: int, gid: int, network: bool) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    _check(_libc().prctl(4, 1, 0, 0, 0), "=0 dumpable")  # PR_SET_DUMPABLE: own /proc/self again
+    kernel.check(kernel.libc().prctl(4, 1, 0, 0, 0), "dumpable")  # PR_SET_DUMPABLE: own /proc/self again
     flags = CLONE_NEWUSER | 0x20000000 | 0x00020000 | CLONE_NEWIPC | CLONE_NEWUTS | (0 if network else CLONE_NEWNET)
-    _check(_libc().unshare(flags), "=0 unshare")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{INSIDE_ID} {uid} 1"), ("gid_map", f"{INSIDE_ID} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
+    kernel.check(kernel.libc().unshare(flags), "unshare")
+    kernel.map_ids(INSIDE_ID, uid, INSIDE_ID, gid)
 
 
 def _hidden_needs(workdir: str) -> list[tuple[str, bool]]:
@@ -109,20 +96,20 @@ def build_view(workdir: str, network: bool) -> None:
     """In the namespace's init: a private /tmp and /dev/shm with the work directory and the
     Python the session runs bound back in place (the latter read-only), and loopback up.
     Raises ``OSError``."""
-    libc = _libc()
+    libc = kernel.libc()
     keep = [(path, writable, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path, writable in _hidden_needs(workdir)]
     # Without the network, no host service by a socket path either (/run holds them).
     hidden = ("/tmp", "/dev/shm") if network else ("/tmp", "/dev/shm", "/run", "/var/run")
     for target in hidden:
         if os.path.isdir(target) and not os.path.islink(target):
-            _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"),
-                   f"=0 mount tmpfs on {target}")
+            kernel.check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=1777"),
+                   f"mount tmpfs on {target}")
     for path, writable, fd in keep:
         os.makedirs(path, exist_ok=True)
-        _check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None), f"=0 bind {path}")
+        kernel.check(libc.mount(f"/proc/self/fd/{fd}".encode(), path.encode(), None, MS_BIND, None), f"bind {path}")
         if not writable:
-            _check(libc.mount(None, path.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
-                   f"=0 read-only {path}")
+            kernel.check(libc.mount(None, path.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+                   f"read-only {path}")
         os.close(fd)
     if not network:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -132,12 +119,11 @@ def build_view(workdir: str, network: bool) -> None:
 def lock_down(workdir: str) -> None:
     """In the session child, before any user code: no new privileges, Landlock, seccomp, no
     capabilities. Raises ``OSError``."""
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
-    _check(libc.prctl(38, 1, 0, 0, 0), "=0 no_new_privs")  # PR_SET_NO_NEW_PRIVS
+    libc = kernel.libc()
+    kernel.check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")  # PR_SET_NO_NEW_PRIVS
     _landlock(libc, [workdir, "/tmp", "/dev/shm"], devices=["/dev", "/proc"])
     _seccomp(libc)
-    _drop_capabilities(libc)
+    kernel.drop_capabilities(range(64))  # all of them, the bounding set too
 
 
 def _landlock(libc: ctypes.CDLL, writable: list[str], devices: list[str]) -> None:
@@ -148,7 +134,7 @@ def _landlock(libc: ctypes.CDLL, writable: list[str], devices: list[str]) -> Non
     scoped = _LL_SCOPE_ABSTRACT_UNIX | _LL_SCOPE_SIGNAL if abi >= 6 else 0
     attr = struct.pack("<QQQ", handled, 0, scoped)[: 24 if abi >= 6 else 16 if abi >= 4 else 8]
     buf = ctypes.create_string_buffer(attr, len(attr))
-    ruleset = _check(int(libc.syscall(_SYS_LANDLOCK_CREATE, buf, len(attr), 0)), "landlock ruleset")
+    ruleset = kernel.check(int(libc.syscall(_SYS_LANDLOCK_CREATE, buf, len(attr), 0)), "landlock ruleset")
     try:
         rules = [(p, handled) for p in writable if p] + [(p, (1 << 1) | (_LL_TRUNCATE if abi >= 3 else 0)) for p in devices]
         for path, access in rules:
@@ -158,10 +144,10 @@ def _landlock(libc: ctypes.CDLL, writable: list[str], devices: list[str]) -> Non
                 continue
             try:
                 rule = ctypes.create_string_buffer(struct.pack("<Qi", access, fd), 12)
-                _check(int(libc.syscall(_SYS_LANDLOCK_ADD, ruleset, 1, rule, 0)), f"landlock rule {path}")
+                kernel.check(int(libc.syscall(_SYS_LANDLOCK_ADD, ruleset, 1, rule, 0)), f"landlock rule {path}")
             finally:
                 os.close(fd)
-        _check(int(libc.syscall(_SYS_LANDLOCK_RESTRICT, ruleset, 0)), "landlock restrict")
+        kernel.check(int(libc.syscall(_SYS_LANDLOCK_RESTRICT, ruleset, 0)), "landlock restrict")
     finally:
         os.close(ruleset)
 
@@ -207,13 +193,4 @@ def _seccomp(libc: ctypes.CDLL) -> None:
     filt = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("<HxxxxxxQ", len(prog), ctypes.addressof(filt))
     fbuf = ctypes.create_string_buffer(fprog, len(fprog))
-    _check(libc.prctl(22, 2, fbuf, 0, 0), "=0 seccomp")  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
-
-
-def _drop_capabilities(libc: ctypes.CDLL) -> None:
-    for cap in range(64):  # the bounding set too (EINVAL past the last one the kernel knows)
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            break
-    header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0), 8)  # _LINUX_CAPABILITY_VERSION_3
-    data = ctypes.create_string_buffer(bytes(24), 24)
-    _check(libc.capset(header, data), "=0 capset")
+    kernel.check(libc.prctl(22, 2, fbuf, 0, 0), "seccomp")  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER

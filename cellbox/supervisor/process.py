@@ -344,15 +344,22 @@ def containment_unavailable() -> str | None:
         return "cannot read this process's capabilities"
     if not caps & (1 << CAP_SYS_ADMIN):
         # Not root: a user namespace of its own gives a session its PID namespace.
-        for path, off, what in (("/proc/sys/user/max_user_namespaces", "0", "user.max_user_namespaces is 0"),
-                                ("/proc/sys/kernel/unprivileged_userns_clone", "0",
-                                 "kernel.unprivileged_userns_clone is 0")):
-            try:
-                with open(path) as f:
-                    if f.read().strip() == off:
-                        return f"not root, and no user namespaces for other users ({what})"
-            except OSError:
-                pass
+        blocked = _userns_blocked()
+        if blocked is not None:
+            return f"not root, and no user namespaces for other users ({blocked})"
+    return None
+
+
+def _userns_blocked() -> str | None:
+    """The setting that keeps users other than root from creating user namespaces, if any."""
+    for path, what in (("/proc/sys/user/max_user_namespaces", "user.max_user_namespaces is 0"),
+                       ("/proc/sys/kernel/unprivileged_userns_clone", "kernel.unprivileged_userns_clone is 0")):
+        try:
+            with open(path) as f:
+                if f.read().strip() == "0":
+                    return what
+        except OSError:
+            pass
     return None
 
 
@@ -367,15 +374,9 @@ def strict_missing(zygote: bool) -> list[str]:
         missing.append("root (a strict session runs as an unprivileged id of its own)")
     if not zygote:
         missing.append("zygote (--no-zygote was given)")
-    for path, want, what in (("/proc/sys/user/max_user_namespaces", "0", "userns (user.max_user_namespaces is 0)"),
-                             ("/proc/sys/kernel/unprivileged_userns_clone", "0",
-                              "userns (kernel.unprivileged_userns_clone is 0)")):
-        try:
-            with open(path) as f:
-                if f.read().strip() == want:
-                    missing.append(what)
-        except OSError:
-            pass
+    blocked = _userns_blocked()
+    if blocked is not None:
+        missing.append(f"userns ({blocked})")
     if os.uname().machine != "x86_64":
         missing.append(f"seccomp (no filter table for {os.uname().machine})")
     try:

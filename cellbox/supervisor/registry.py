@@ -176,6 +176,7 @@ class Registry:
         if params.cwd is not None and not os.path.isdir(params.cwd):
             raise errors.SessionStartFailed(data=f"cwd {params.cwd!r} is not a directory")
         strict = None
+        lease = -1
         if (params.isolation or o.isolation) == "strict":
             missing = self.strict_missing()
             if missing:
@@ -184,7 +185,7 @@ class Registry:
         # A fresh one is named after this server, so that its sentinel can remove it if the
         # server dies before it could (a kept one is not).
         workdir = params.cwd or tempfile.mkdtemp(prefix="cellbox-" if params.keep_workdir else process.workdir_prefix())
-        if (params.isolation or o.isolation) == "strict":
+        if lease >= 0:
             if params.cwd is None:
                 os.chown(workdir, uid, uid)  # the session's own: its files are its uid's
             strict = ch.Strict(uid=uid, gid=uid, workdir=os.path.realpath(workdir), network=params.network)
@@ -209,7 +210,7 @@ class Registry:
         session = Session(
             sid, params.name, settings, starter=self._starter, outlet=self._outlet, stats=self.stats, tg=self.tg
         )
-        if strict is not None:
+        if lease >= 0:
             session.leases.append(lease)
         session.workdir = workdir
         session.workdir_fd = files.open_root(workdir)
